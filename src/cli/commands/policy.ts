@@ -1,0 +1,54 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../../config/load-config';
+import type { Env } from '../../config/env';
+import type { Identity } from '../../domain/types';
+import { createPolicyEngine } from '../../policy/cedar-engine';
+import { declareTaskRequest, issueRequest } from '../../policy/vocabulary';
+import { collectPairs, printJson } from '../output';
+
+export const EXIT_DENIED = 3;
+
+export function registerPolicyCommands(program: Command, env: () => Env) {
+  const policy = program.command('policy').description('work with Cedar policies');
+  policy
+    .command('check')
+    .description('dry-run a request against the configured policies (no broker needed); exit 0 allow, 3 deny')
+    .requiredOption('--issuer <name>', 'issuer name from the config')
+    .requiredOption('--subject <subject>')
+    .option('--action <action>', 'issue | declareTask', 'issue')
+    .option('--grant <name>', 'the grant (for issue)')
+    .option('--claim <key=value>', 'a token claim (repeatable)', collectPairs, {})
+    .option('--purpose <text>', 'task purpose', 'policy check')
+    .option('--ticket <text>', 'task ticket', '')
+    .option('--ref <text>', 'task ref', '')
+    .option('--ttl <seconds>', 'requested TTL', '600')
+    .option('--active-leases <n>', 'live leases already in the task', '0')
+    .option('--json', 'print JSON')
+    .action((options) => {
+      const config = loadConfigFile(env().TASKLEASE_CONFIG ?? 'tasklease.yaml');
+      const issuer = config.issuers.find((entry) => entry.name === options.issuer);
+      if (!issuer) throw new Error(`no issuer named ${options.issuer} in the config`);
+      const engine = createPolicyEngine(config.policies);
+      const nowMs = Date.now();
+      const identity: Identity = {
+        issuer: issuer.name, kind: issuer.kind, subject: options.subject, claims: { sub: options.subject, ...options.claim },
+        tokenSha256: '', expiresAtMs: nowMs + 600_000,
+      };
+      const task = {
+        id: 'policy-check', issuer: issuer.name, subject: options.subject, kind: issuer.kind, purpose: options.purpose,
+        ticket: options.ticket, ref: options.ref, grants: [], createdAtMs: nowMs, expiresAtMs: nowMs + 3_600_000,
+        state: 'open' as const, activeLeases: Number(options.activeLeases),
+      };
+      let request;
+      if (options.action === 'declareTask') request = declareTaskRequest(identity, task, Number(options.ttl), nowMs);
+      else {
+        const grant = config.grants[options.grant as string];
+        if (!grant) throw new Error(`no grant named ${options.grant} in the config`);
+        request = issueRequest(identity, task, { name: options.grant, ...grant }, Number(options.ttl), nowMs);
+      }
+      const decision = engine.evaluate(request);
+      if (options.json) printJson(decision);
+      else process.stdout.write(`${decision.allowed ? 'ALLOW' : 'DENY'}: ${decision.reason}\n`);
+      if (!decision.allowed) process.exitCode = EXIT_DENIED;
+    });
+}

@@ -1,0 +1,87 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../../config/load-config';
+import type { Env } from '../../config/env';
+import { createLogger, type Logger } from '../../observability/logger';
+import { loadSigningKeys } from '../../signing/signing-keys';
+import { startDev } from '../../wiring/dev';
+import { startApi } from '../../wiring/serve';
+import { startWorker } from '../../wiring/worker';
+
+const required = (value: string | undefined, name: string): string => {
+  if (!value) throw new Error(`${name} is required (see .env.example)`);
+  return value;
+};
+
+/** SIGTERM/SIGINT close cleanly (in-flight requests and jobs finish); SIGHUP reloads policies where given. */
+function onSignals(logger: Logger, close: () => Promise<void>, reload?: () => void) {
+  let closing = false;
+  const stop = (signal: string) => {
+    if (closing) return;
+    closing = true;
+    logger.info({ signal }, 'shutting down');
+    close().then(
+      () => process.exit(0),
+      (error: Error) => {
+        logger.error({ err: error.message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  if (reload) process.on('SIGHUP', reload);
+}
+
+export function registerProcessCommands(program: Command, env: () => Env) {
+  program
+    .command('serve')
+    .description('run the HTTP API (needs TASKLEASE_CONFIG, REDIS_URL, TASKLEASE_SIGNING_KEYS)')
+    .action(async () => {
+      const e = env();
+      const logger = createLogger(e.LOG_LEVEL);
+      const config = loadConfigFile(required(e.TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
+      const signingKeys = await loadSigningKeys(required(e.TASKLEASE_SIGNING_KEYS, 'TASKLEASE_SIGNING_KEYS'));
+      const api = await startApi({ config, redisUrl: required(e.REDIS_URL, 'REDIS_URL'), signingKeys, logger, host: e.HOST, port: e.PORT });
+      onSignals(logger, api.close, api.reloadPolicies);
+    });
+
+  program
+    .command('worker')
+    .description('run revocation jobs and the sweeper (needs TASKLEASE_CONFIG, REDIS_URL; health on WORKER_PORT)')
+    .action(async () => {
+      const e = env();
+      const logger = createLogger(e.LOG_LEVEL);
+      const config = loadConfigFile(required(e.TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
+      const worker = await startWorker({ config, redisUrl: required(e.REDIS_URL, 'REDIS_URL'), logger, host: e.HOST, port: e.WORKER_PORT });
+      onSignals(logger, worker.close);
+    });
+
+  program
+    .command('dev')
+    .description('API + worker in one process, a local redis-server and a dev issuer (first run, not production)')
+    .action(async () => {
+      const e = env();
+      const logger = createLogger(e.LOG_LEVEL);
+      const dev = await startDev(e, logger);
+      onSignals(logger, dev.close, dev.api.reloadPolicies);
+      process.stdout.write(
+        `\ntasklease dev is running at ${dev.api.url}\n` +
+          `  config and policies: ${dev.devDir}/tasklease.yaml, ${dev.devDir}/policies/\n` +
+          `  an identity token:   npx tasklease dev-token --sub my-agent\n` +
+          `  an admin token:      npx tasklease dev-token --sub oncall@example.com\n\n`,
+      );
+    });
+
+  program
+    .command('config')
+    .description('configuration tools')
+    .command('check')
+    .argument('[file]', 'config file (default: TASKLEASE_CONFIG)')
+    .description('validate a config file and its policies; prints the first problem by field')
+    .action(async (file?: string) => {
+      const { createPolicyEngine } = await import('../../policy/cedar-engine');
+      const config = loadConfigFile(file ?? required(env().TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
+      const engine = createPolicyEngine(config.policies);
+      process.stdout.write(`ok: ${config.issuers.length} issuer(s), ${Object.keys(config.grants).length} grant(s), ${engine.policyCount} polic(ies)\n`);
+    });
+}

@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import { describeIssues, ConfigError } from './load-config';
+
+/**
+ * The process environment, read once here and nowhere else. Secrets (signing keys) come only from here
+ * and have no default.
+ */
+const envSchema = z.object({
+  TASKLEASE_CONFIG: z.string().min(1).optional(),
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
+  TASKLEASE_SIGNING_KEYS: z.string().min(1).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TASKLEASE_ADDR: z.string().min(1).default('http://127.0.0.1:8080'),
+  TASKLEASE_TOKEN: z.string().min(1).optional(),
+  TASKLEASE_DEV_DIR: z.string().min(1).default('.tasklease'),
+});
+
+export type Env = z.output<typeof envSchema>;
+
+export function readEnv(source: NodeJS.ProcessEnv = process.env): Env {
+  const result = envSchema.safeParse(source);
+  if (!result.success) throw new ConfigError(`invalid environment:\n${describeIssues(result.error)}`);
+  return Object.freeze(result.data);
+}

@@ -1,0 +1,125 @@
+import { z } from 'zod';
+
+/** Names used in keys, policies and URLs: lower-case letters, digits and dashes. */
+const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use lower-case letters, digits and dashes');
+const seconds = (max: number) => z.number().int().positive().max(max);
+
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+] as const;
+
+const issuerSchema = z
+  .strictObject({
+    name,
+    kind: z.enum(['github-actions', 'gitlab', 'kubernetes', 'spiffe', 'oidc']),
+    issuer: z.string().min(1),
+    jwksUri: z.url({ protocol: /^https?$/ }).optional(),
+    jwksFile: z.string().min(1).optional(),
+    audiences: z.array(z.string().min(1)).min(1),
+    subjectClaim: z.string().min(1).default('sub'),
+    /** A token whose `exp - iat` exceeds this is refused (bounds replay of a stolen token). */
+    maxTokenLifetimeSeconds: seconds(7 * 24 * 3600).default(3600),
+    clockSkewSeconds: z.number().int().min(0).max(300).default(30),
+    /** Narrows the asymmetric allowlist further; HMAC and `none` can never be listed. */
+    algorithms: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).min(1).default([...ASYMMETRIC_ALGORITHMS]),
+    /** How often a remote JWKS is refreshed in the background. */
+    jwksRefreshSeconds: seconds(86400).default(300),
+  })
+  .refine((i) => Boolean(i.jwksUri) !== Boolean(i.jwksFile), {
+    message: 'give exactly one of jwksUri or jwksFile',
+    path: ['jwksUri'],
+  });
+
+const grantCommon = {
+  maxTtlSeconds: seconds(12 * 3600),
+  sensitivity: z.enum(['low', 'medium', 'high']).default('low'),
+  approval: z.enum(['none', 'required']).default('none'),
+};
+
+const jwtGrantSchema = z.strictObject({
+  provider: z.literal('jwt'),
+  audience: z.string().min(1),
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'RFC 6749 scope token')).default([]),
+  ...grantCommon,
+});
+
+const unavailableProvider = (provider: 'aws-sts' | 'vault') =>
+  z.looseObject({ provider: z.literal(provider) }).transform((_, ctx) => {
+    ctx.addIssue({ code: 'custom', path: ['provider'], message: `provider "${provider}" is not available in this build yet` });
+    return z.NEVER;
+  });
+
+export const grantSchema = z
+  .discriminatedUnion('provider', [jwtGrantSchema, unavailableProvider('aws-sts'), unavailableProvider('vault')])
+  .superRefine((grant, ctx) => {
+    // Fails closed: step-up approval is not built yet, so a grant that needs it cannot be configured.
+    if (grant.approval === 'required') {
+      ctx.addIssue({ code: 'custom', path: ['approval'], message: 'step-up approval is not available in this build yet' });
+    }
+  });
+
+const roleSchema = z.enum(['viewer', 'revoker', 'approver', 'admin']);
+const principalsSchema = z.strictObject({
+  issuer: name,
+  subjects: z.array(z.string().min(1)).min(1),
+});
+
+export const configSchema = z
+  .strictObject({
+    issuers: z.array(issuerSchema).min(1),
+    grants: z.record(name, grantSchema),
+    policies: z.string().min(1),
+    admins: z.array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) })).default([]),
+    /** Identities allowed to introspect broker-issued tokens (RFC 7662), besides admins. */
+    resourceServers: z.array(principalsSchema).default([]),
+    broker: z
+      .strictObject({
+        /** `iss` of broker-signed JWTs and task records. */
+        issuer: z.string().min(1).default('tasklease'),
+        redisPrefix: z.string().regex(/^[A-Za-z0-9:_-]{1,32}$/).default('tl:'),
+        defaultTaskTtlSeconds: seconds(7 * 86400).default(3600),
+        maxTaskTtlSeconds: seconds(7 * 86400).default(86400),
+        /** Cap on active leases across the broker; beyond it, issuance answers 429. */
+        maxActiveLeases: z.number().int().positive().default(1_000_000),
+        /** How long a settled lease and a finished task stay readable. */
+        retentionSeconds: seconds(90 * 86400).default(7 * 86400),
+      })
+      .prefault({}),
+    revocation: z
+      .strictObject({
+        attempts: z.number().int().min(1).max(50).default(8),
+        backoffMs: z.number().int().min(10).max(60_000).default(500),
+        concurrency: z.number().int().min(1).max(1000).default(64),
+        sweepIntervalMs: z.number().int().min(100).max(60_000).default(1000),
+        /** A due lease whose job has not run this long after it was due is re-queued by the sweeper. */
+        sweepGraceMs: z.number().int().min(0).max(60_000).default(1000),
+        irrevocableRetrySeconds: seconds(86400).default(60),
+      })
+      .prefault({}),
+  })
+  .superRefine((config, ctx) => {
+    const issuerNames = new Set<string>();
+    config.issuers.forEach((issuer, index) => {
+      if (issuerNames.has(issuer.name)) {
+        ctx.addIssue({ code: 'custom', path: ['issuers', index, 'name'], message: `duplicate issuer name "${issuer.name}"` });
+      }
+      issuerNames.add(issuer.name);
+    });
+    const checkIssuer = (list: 'admins' | 'resourceServers') =>
+      config[list].forEach((entry, index) => {
+        if (!issuerNames.has(entry.issuer)) {
+          ctx.addIssue({ code: 'custom', path: [list, index, 'issuer'], message: `no issuer named "${entry.issuer}"` });
+        }
+      });
+    checkIssuer('admins');
+    checkIssuer('resourceServers');
+    if (config.broker.defaultTaskTtlSeconds > config.broker.maxTaskTtlSeconds) {
+      ctx.addIssue({ code: 'custom', path: ['broker', 'defaultTaskTtlSeconds'], message: 'exceeds maxTaskTtlSeconds' });
+    }
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type IssuerConfig = Config['issuers'][number];
+export type GrantConfig = z.output<typeof jwtGrantSchema>;
+export type AdminRole = z.output<typeof roleSchema>;

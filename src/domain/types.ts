@@ -1,0 +1,66 @@
+/** Domain types shared by every layer. Times are epoch milliseconds (`...Ms`) unless named otherwise. */
+
+export type IssuerKind = 'github-actions' | 'gitlab' | 'kubernetes' | 'spiffe' | 'oidc';
+export type ProviderKind = 'jwt' | 'aws-sts' | 'vault';
+
+/** A verified workload (or admin) identity, derived from an attestation token. */
+export interface Identity {
+  /** The issuer's name from config (never the raw `iss` URL). */
+  issuer: string;
+  kind: IssuerKind;
+  subject: string;
+  /** String claims of the token (nested objects flattened with dots), for policy. */
+  claims: Record<string, string>;
+  /** SHA-256 (hex) of the token: audit and replay bookkeeping keep this, never the token. */
+  tokenSha256: string;
+  expiresAtMs: number;
+}
+
+export type TaskState = 'open' | 'completed' | 'expired';
+export type TaskOutcome = 'succeeded' | 'failed' | 'cancelled';
+
+export interface Task {
+  id: string;
+  issuer: string;
+  subject: string;
+  kind: IssuerKind;
+  purpose: string;
+  ticket: string;
+  ref: string;
+  /** Grants declared up front; empty means "any grant the policy allows". */
+  grants: string[];
+  createdAtMs: number;
+  expiresAtMs: number;
+  state: TaskState;
+  outcome?: TaskOutcome;
+  summary?: string;
+  completedAtMs?: number;
+}
+
+export const LEASE_STATES = ['active', 'revoking', 'revoked', 'expired', 'irrevocable'] as const;
+export type LeaseState = (typeof LEASE_STATES)[number];
+export const TERMINAL_LEASE_STATES: ReadonlySet<LeaseState> = new Set(['revoked', 'expired']);
+
+export interface Lease {
+  id: string;
+  taskId: string;
+  grant: string;
+  provider: ProviderKind;
+  issuer: string;
+  subject: string;
+  state: LeaseState;
+  createdAtMs: number;
+  expiresAtMs: number;
+  /** What the provider needs to revoke the credential (never the secret itself). */
+  handle: Record<string, string>;
+  /** SHA-256 (hex) of the credential's secret part. */
+  credentialSha256: string;
+  /** Set once revocation settles: what it really did, in the backend's terms. */
+  revocation?: string;
+  revokedAtMs?: number;
+  revokeReason?: string;
+  attempts: number;
+  lastError?: string;
+}
+
+export const identityKey = (issuer: string, subject: string): string => `${issuer}/${subject}`;

@@ -1,0 +1,59 @@
+import express, { type Express } from 'express';
+import type { Redis } from 'ioredis';
+import type { VerifyAttestation } from '../identity/verify-attestation';
+import type { Logger } from '../observability/logger';
+import type { Metrics } from '../observability/metrics';
+import type { TokenInspector } from '../providers/jwt/inspect-token';
+import type { BrokerDeps } from '../usecases/deps';
+import { BrokerError } from '../domain/errors';
+import { authenticate } from './authenticate';
+import { errorHandler, notFound } from './errors';
+import { adminRoutes } from './routes/admin';
+import { oauthRoutes } from './routes/oauth';
+import { systemRoutes } from './routes/system';
+import { taskRoutes } from './routes/tasks';
+
+export interface AppDeps {
+  broker: BrokerDeps;
+  verify: VerifyAttestation;
+  inspectToken: TokenInspector;
+  redis: Redis;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+export const BODY_LIMIT = '64kb';
+
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.use((req, res, next) => {
+    const startedMs = performance.now();
+    res.on('finish', () => {
+      deps.logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Math.round(performance.now() - startedMs) }, 'request');
+    });
+    next();
+  });
+  app.use(express.json({ limit: BODY_LIMIT, strict: true }));
+  // OAuth endpoints (RFC 7662/7009/8693) take form bodies.
+  app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }));
+
+  const auth = authenticate(deps.verify);
+  app.use(['/v1/tasks', '/v1/leases', '/v1/audit'], auth);
+  // A JSON call with another body type fails loudly instead of arriving as an empty body.
+  app.use(['/v1/tasks', '/v1/leases'], (req, _res, next) => {
+    if (req.method === 'POST' && req.headers['content-length'] !== '0' && !req.is('application/json')) {
+      throw new BrokerError('unsupported_media_type', 'send the body as application/json');
+    }
+    next();
+  });
+
+  app.use(systemRoutes({ redis: deps.redis, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }));
+  app.use(oauthRoutes(deps.broker, deps.inspectToken, auth));
+  app.use(taskRoutes(deps.broker));
+  app.use(adminRoutes(deps.broker));
+  app.use(notFound);
+  app.use(errorHandler(deps.logger));
+  return app;
+}

@@ -1,0 +1,45 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { z } from 'zod';
+import { BrokerError, isBrokerError } from '../domain/errors';
+import type { Logger } from '../observability/logger';
+
+export const notFound: RequestHandler = () => {
+  throw new BrokerError('not_found', 'no such route');
+};
+
+/** Body-parser's own failures, mapped to our stable codes. */
+const fromBodyParser = (error: { type?: string; status?: number }): BrokerError | null => {
+  switch (error.type) {
+    case 'entity.parse.failed':
+      return new BrokerError('invalid_json', 'the body is not valid JSON');
+    case 'entity.too.large':
+      return new BrokerError('payload_too_large', 'the body is larger than 64 KiB');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new BrokerError('unsupported_media_type', 'unsupported body encoding');
+    default:
+      return error.status && error.status < 500 && error.type ? new BrokerError('invalid_request', 'malformed body') : null;
+  }
+};
+
+/**
+ * The one place that decides what a caller may see: a stable code always; the message only when it is
+ * safe (`expose`); everything else goes to the log.
+ */
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (error, req, res, _next) => {
+    let known: BrokerError | null = isBrokerError(error) ? error : fromBodyParser(error as { type?: string });
+    if (!known && error instanceof z.ZodError) {
+      const issues = error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`);
+      known = new BrokerError('invalid_request', issues.join('; '));
+    }
+    if (!known) {
+      logger.error({ err: error, method: req.method, path: req.path }, 'unhandled error');
+      known = new BrokerError('internal', 'internal error');
+    } else if (known.status >= 500) {
+      logger.error({ err: known.cause ?? known, detail: known.detail, code: known.code, path: req.path }, known.message);
+    }
+    if (res.headersSent) return;
+    res.status(known.status).json({ error: known.code, message: known.expose ? known.message : 'internal error' });
+  };
+}

@@ -1,0 +1,92 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { BrokerError } from '../../domain/errors';
+import { identityKey, LEASE_STATES, type Lease } from '../../domain/types';
+import type { BrokerDeps } from '../../usecases/deps';
+import { requestRevocation, selectLeases } from '../../usecases/request-revocation';
+import { identityOf, requireAdmin } from '../authenticate';
+import { leaseView } from '../views';
+
+const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+const reason = z.string().trim().min(1, 'a reason is required').max(500);
+const listQuery = z.strictObject({
+  task: id.optional(),
+  identity: z.string().min(1).max(512).optional(),
+  issuer: z.string().min(1).max(64).optional(),
+  grant: z.string().min(1).max(64).optional(),
+  provider: z.enum(['jwt', 'aws-sts', 'vault']).optional(),
+  state: z.enum(LEASE_STATES).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+});
+const selectorSchema = z
+  .strictObject({
+    task: id.optional(),
+    identity: z.string().min(1).max(512).optional(),
+    issuer: z.string().min(1).max(64).optional(),
+    grant: z.string().min(1).max(64).optional(),
+    provider: z.enum(['jwt', 'aws-sts', 'vault']).optional(),
+    all: z.literal(true).optional(),
+  })
+  .refine((s) => Boolean(s.all) !== Boolean(s.task || s.identity || s.grant || s.provider), {
+    message: 'give one or more of task, identity, grant, provider — or all: true alone',
+  })
+  .refine((s) => !s.issuer || s.identity, { message: 'issuer goes with identity', path: ['issuer'] });
+const bulkBody = z.strictObject({ selector: selectorSchema, reason, dryRun: z.boolean().default(false) });
+const auditQuery = z.strictObject({
+  task: id.optional(),
+  lease: id.optional(),
+  identity: z.string().min(1).max(512).optional(),
+  issuer: z.string().min(1).max(64).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+});
+
+type Selector = { task?: string; identity?: string; issuer?: string; grant?: string; provider?: string };
+
+/** The identity selector is a subject, optionally narrowed to one issuer; without it, every issuer's. */
+async function findLeases(deps: BrokerDeps, selector: Selector): Promise<Lease[]> {
+  const issuers = selector.issuer ? [selector.issuer] : deps.config.issuers.map((issuer) => issuer.name);
+  const identities = selector.identity ? issuers.map((issuer) => identityKey(issuer, selector.identity as string)) : [undefined];
+  const found = new Map<string, Lease>();
+  for (const identity of identities) {
+    for (const lease of await selectLeases(deps, { task: selector.task, grant: selector.grant, identity })) found.set(lease.id, lease);
+  }
+  return [...found.values()].filter((lease) => !selector.provider || lease.provider === selector.provider);
+}
+
+export function adminRoutes(deps: BrokerDeps): Router {
+  const router = Router();
+  const actorOf = (res: Parameters<typeof identityOf>[0]) => `${identityOf(res).issuer}/${identityOf(res).subject}`;
+
+  router.get('/v1/leases', requireAdmin(deps.config, 'view'), async (req, res) => {
+    const query = listQuery.parse(req.query);
+    const leases = (await findLeases(deps, query))
+      .filter((lease) => !query.state || lease.state === query.state)
+      .sort((a, b) => a.createdAtMs - b.createdAtMs);
+    res.json({ leases: leases.slice(0, query.limit).map(leaseView), total: leases.length });
+  });
+
+  router.post('/v1/leases/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
+    const body = bulkBody.parse(req.body);
+    const leases = await findLeases(deps, body.selector);
+    const { leaseIds: _ids, ...summary } = await requestRevocation(deps, leases, body.reason, actorOf(res), { dryRun: body.dryRun });
+    res.json({ ...summary, dryRun: body.dryRun });
+  });
+
+  router.post('/v1/leases/:leaseId/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
+    const leaseId = id.parse(req.params.leaseId);
+    const body = z.strictObject({ reason }).parse(req.body);
+    const lease = await deps.leases.get(leaseId);
+    if (!lease) throw new BrokerError('not_found', 'no such lease');
+    const summary = await requestRevocation(deps, [lease], body.reason, actorOf(res));
+    if (summary.revoked === 0 && lease.state !== 'revoking') throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
+    res.status(202).json({ leaseId, state: 'revoking' });
+  });
+
+  router.get('/v1/audit', requireAdmin(deps.config, 'view'), async (req, res) => {
+    const query = auditQuery.parse(req.query);
+    const events = await deps.audit.query({ task: query.task, lease: query.lease, subject: query.identity, issuer: query.issuer, limit: query.limit });
+    res.json({ events });
+  });
+
+  return router;
+}

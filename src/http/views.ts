@@ -1,0 +1,39 @@
+import type { Lease } from '../domain/types';
+import type { StoredTask } from '../tasks/task-store';
+
+const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : undefined);
+
+/** The public shape of a lease: identifiers and states, never a secret (only the credential's SHA-256). */
+export const leaseView = (lease: Lease) => ({
+  leaseId: lease.id,
+  taskId: lease.taskId,
+  grant: lease.grant,
+  provider: lease.provider,
+  identity: { issuer: lease.issuer, subject: lease.subject },
+  state: lease.state,
+  createdAt: iso(lease.createdAtMs),
+  expiresAt: iso(lease.expiresAtMs),
+  revokedAt: iso(lease.revokedAtMs),
+  revocation: lease.revocation,
+  revokeReason: lease.revokeReason,
+  attempts: lease.attempts,
+  lastError: lease.lastError,
+  credentialSha256: lease.credentialSha256,
+});
+
+export const taskView = (task: StoredTask, leases: readonly Lease[]) => ({
+  taskId: task.id,
+  identity: { issuer: task.issuer, subject: task.subject, kind: task.kind },
+  purpose: task.purpose,
+  ticket: task.ticket || undefined,
+  ref: task.ref || undefined,
+  grants: task.grants,
+  state: task.state,
+  outcome: task.outcome,
+  summary: task.summary,
+  createdAt: iso(task.createdAtMs),
+  expiresAt: iso(task.expiresAtMs),
+  completedAt: iso(task.completedAtMs),
+  activeLeases: task.activeLeases,
+  leases: leases.map(leaseView),
+});

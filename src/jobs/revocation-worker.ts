@@ -1,0 +1,41 @@
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { REVOCATION_QUEUE, type RedisKeys } from '../leases/keys';
+import type { RevocationJob, RevocationQueue } from '../leases/revocation-queue';
+import type { BrokerDeps } from '../usecases/deps';
+import { settleLease } from '../usecases/settle-lease';
+
+/**
+ * Lock settings chosen so a worker killed with SIGKILL costs seconds, not minutes: its jobs' locks lapse
+ * after LOCK_MS and the next stalled check (every STALLED_CHECK_MS, and at start) hands them to a live worker.
+ * Revocation is idempotent, so a job run twice is harmless.
+ */
+export const LOCK_MS = 5_000;
+export const STALLED_CHECK_MS = 2_500;
+
+export function startRevocationWorker(
+  deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'> & { queue: Pick<RevocationQueue, 'cancelExpiry'> },
+  connection: Redis,
+  keys: RedisKeys,
+) {
+  const worker = new Worker<RevocationJob>(
+    REVOCATION_QUEUE,
+    async (job) => {
+      const attempts = job.opts.attempts ?? 1;
+      const result = await settleLease(deps, job.data.leaseId, { final: job.attemptsMade + 1 >= attempts });
+      // The delayed expiry job of a lease revoked early would only no-op later; drop it now.
+      if (job.name === 'revoke' && result === 'settled') await deps.queue.cancelExpiry(job.data.leaseId).catch(() => undefined);
+      return result;
+    },
+    {
+      connection,
+      prefix: keys.bullPrefix(),
+      concurrency: deps.config.revocation.concurrency,
+      lockDuration: LOCK_MS,
+      stalledInterval: STALLED_CHECK_MS,
+      maxStalledCount: 10,
+      autorun: true,
+    },
+  );
+  return worker;
+}

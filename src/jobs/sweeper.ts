@@ -1,0 +1,55 @@
+import type { Redis } from 'ioredis';
+import type { RedisKeys } from '../leases/keys';
+import type { LeaseStore } from '../leases/lease-store';
+import { expiryJobId, revokeJobId, type RevocationQueue } from '../leases/revocation-queue';
+
+const BATCH = 1000;
+
+export interface SweeperDeps {
+  redis: Redis;
+  keys: RedisKeys;
+  leases: Pick<LeaseStore, 'dueIds' | 'purgeSettled'>;
+  queue: Pick<RevocationQueue, 'queue'>;
+  graceMs: number;
+  intervalMs: number;
+  nowMs: () => number;
+  onError: (error: unknown) => void;
+}
+
+/**
+ * The authority over revocation: every unsettled lease sits in the due index, and whatever is overdue by
+ * more than the grace period gets a job again — whether its job was never scheduled, lost, exhausted, or it
+ * is an irrevocable lease whose retry time has come. The job id matches the one a live job would have, so a
+ * job that is still queued is left alone (adding it again is a no-op in BullMQ).
+ */
+export async function sweepOnce(deps: SweeperDeps): Promise<number> {
+  const nowMs = deps.nowMs();
+  const ids = await deps.leases.dueIds(nowMs - deps.graceMs, BATCH);
+  if (ids.length > 0) {
+    const pipeline = deps.redis.pipeline();
+    for (const id of ids) pipeline.hget(deps.keys.lease(id), 'state');
+    const states = ((await pipeline.exec()) ?? []).map(([, state]) => state as string | null);
+    const jobs = ids.map((leaseId, index) => {
+      const revoking = states[index] === 'revoking';
+      return { name: revoking ? 'revoke' : 'expire', data: { leaseId }, opts: { jobId: revoking ? revokeJobId(leaseId) : expiryJobId(leaseId) } };
+    });
+    await deps.queue.queue.addBulk(jobs);
+  }
+  await deps.leases.purgeSettled(nowMs, BATCH);
+  return ids.length;
+}
+
+export function startSweeper(deps: SweeperDeps): { stop(): Promise<void> } {
+  let running: Promise<unknown> = Promise.resolve();
+  let stopped = false;
+  const timer = setInterval(() => {
+    running = running.then(() => (stopped ? 0 : sweepOnce(deps).catch(deps.onError)));
+  }, deps.intervalMs);
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
+}

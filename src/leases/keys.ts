@@ -1,0 +1,29 @@
+import type { LeaseState } from '../domain/types';
+
+/**
+ * Every Redis key tasklease writes, in one place (docs/architecture.md tables them with owner and TTL).
+ * `prefix` isolates deployments and tests sharing one Redis.
+ */
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  lease = (leaseId: string) => `${this.prefix}lease:${leaseId}`;
+  task = (taskId: string) => `${this.prefix}task:${taskId}`;
+  taskLeases = (taskId: string) => `${this.prefix}task-leases:${taskId}`;
+  identityLeases = (identityKey: string) => `${this.prefix}identity-leases:${identityKey}`;
+  grantLeases = (grant: string) => `${this.prefix}grant-leases:${grant}`;
+  /** Unsettled leases (active, revoking, irrevocable), scored by when the sweeper must act on them. */
+  due = () => `${this.prefix}leases:due`;
+  /** Leases whose revocation failed, scored by when they became irrevocable. */
+  irrevocable = () => `${this.prefix}leases:irrevocable`;
+  /** Settled leases scored by when they settled; purged with their index entries after retention. */
+  settled = () => `${this.prefix}leases:settled`;
+  /** JWT ids revoked before their `exp`; each key expires with the token. */
+  revokedJti = (jti: string) => `${this.prefix}revoked-jti:${jti}`;
+  audit = () => `${this.prefix}audit`;
+  /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
+  bullPrefix = () => `${this.prefix}bull`;
+}
+
+export const REVOCATION_QUEUE = 'revocations';
+export const UNSETTLED_STATES: readonly LeaseState[] = ['active', 'revoking', 'irrevocable'];

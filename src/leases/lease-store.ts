@@ -1,0 +1,211 @@
+import type { Redis } from 'ioredis';
+import { identityKey, type Lease, type LeaseState } from '../domain/types';
+import type { RedisKeys } from './keys';
+
+/**
+ * Writes a lease, its three indexes, its due-index entry and the task's active count in one atomic step,
+ * only if the task is still open, the lease cap is not reached and the lease does not exist yet.
+ * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due   ARGV: cap, nowMs, expiresAtMs, id, fields...
+ */
+const CREATE_LEASE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return 'task_not_open' end
+if tonumber(redis.call('HGET', KEYS[2], 'expiresAtMs')) <= tonumber(ARGV[2]) then return 'task_not_open' end
+if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[1]) then return 'cap' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('SADD', KEYS[3], ARGV[4])
+local taskTtl = redis.call('PTTL', KEYS[2])
+if taskTtl > 0 then redis.call('PEXPIRE', KEYS[3], taskTtl) end
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[4])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'activeLeases', 1)
+return 'ok'`;
+
+/**
+ * Settles a lease (revoked or expired) once: state, what revocation did, out of the due and irrevocable
+ * indexes, into the settled index (purged after the retention period), the task's active count down.
+ * KEYS: lease, due, irrevocable, task, settled   ARGV: id, state, revocation, nowMs, reason
+ */
+const SETTLE_LEASE = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state == 'revoked' or state == 'expired' then return 'already' end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'revocation', ARGV[3], 'revokedAtMs', ARGV[4])
+if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'revokeReason') then
+  redis.call('HSET', KEYS[1], 'revokeReason', ARGV[5])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'activeLeases', -1) end
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+return 'settled'`;
+
+/**
+ * Deletes settled leases older than the retention cut-off, with their index entries.
+ * KEYS: settled   ARGV: cutoffMs, limit, keyPrefix
+ */
+const PURGE_SETTLED = `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local p = ARGV[3]
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', p .. 'lease:' .. id, 'taskId', 'issuer', 'subject', 'grant')
+  if f[1] then
+    redis.call('SREM', p .. 'task-leases:' .. f[1], id)
+    redis.call('SREM', p .. 'identity-leases:' .. f[2] .. '/' .. f[3], id)
+    redis.call('SREM', p .. 'grant-leases:' .. f[4], id)
+  end
+  redis.call('DEL', p .. 'lease:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids`;
+
+/**
+ * Moves an active (or irrevocable) lease to revoking and makes it due now, so the sweeper re-queues it if
+ * the revocation job is lost. KEYS: lease, due   ARGV: id, nowMs, reason
+ */
+const MARK_REVOKING = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state ~= 'active' and state ~= 'irrevocable' then return state end
+redis.call('HSET', KEYS[1], 'state', 'revoking', 'revokeReason', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 'revoking'`;
+
+/** KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error */
+const MARK_IRREVOCABLE = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'revoked' or state == 'expired' then return 'settled' end
+redis.call('HSET', KEYS[1], 'state', 'irrevocable', 'lastError', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
+return 'irrevocable'`;
+
+export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap';
+
+const serialise = (lease: Lease): string[] => {
+  const fields: Record<string, string | number | undefined> = {
+    id: lease.id,
+    taskId: lease.taskId,
+    grant: lease.grant,
+    provider: lease.provider,
+    issuer: lease.issuer,
+    subject: lease.subject,
+    state: lease.state,
+    createdAtMs: lease.createdAtMs,
+    expiresAtMs: lease.expiresAtMs,
+    handle: JSON.stringify(lease.handle),
+    credentialSha256: lease.credentialSha256,
+    attempts: lease.attempts,
+  };
+  return Object.entries(fields).flatMap(([key, value]) => (value === undefined ? [] : [key, String(value)]));
+};
+
+const parse = (hash: Record<string, string>): Lease | null => {
+  if (!hash.id) return null;
+  return {
+    id: hash.id,
+    taskId: hash.taskId ?? '',
+    grant: hash.grant ?? '',
+    provider: hash.provider as Lease['provider'],
+    issuer: hash.issuer ?? '',
+    subject: hash.subject ?? '',
+    state: hash.state as LeaseState,
+    createdAtMs: Number(hash.createdAtMs),
+    expiresAtMs: Number(hash.expiresAtMs),
+    handle: JSON.parse(hash.handle ?? '{}') as Record<string, string>,
+    credentialSha256: hash.credentialSha256 ?? '',
+    revocation: hash.revocation,
+    revokedAtMs: hash.revokedAtMs ? Number(hash.revokedAtMs) : undefined,
+    revokeReason: hash.revokeReason,
+    attempts: Number(hash.attempts ?? 0),
+    lastError: hash.lastError,
+  };
+};
+
+export interface LeaseSelector {
+  task?: string;
+  /** `issuer/subject` (see identityKey). */
+  identity?: string;
+  grant?: string;
+}
+
+export type LeaseStore = ReturnType<typeof createLeaseStore>;
+
+export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { retentionSeconds: number }) {
+  const run = (script: string, keyList: string[], args: (string | number)[]) =>
+    redis.eval(script, keyList.length, ...keyList, ...args) as Promise<string>;
+
+  return {
+    async create(lease: Lease, maxActiveLeases: number, nowMs: number): Promise<CreateLeaseResult> {
+      const keyList = [
+        keys.lease(lease.id),
+        keys.task(lease.taskId),
+        keys.taskLeases(lease.taskId),
+        keys.identityLeases(identityKey(lease.issuer, lease.subject)),
+        keys.grantLeases(lease.grant),
+        keys.due(),
+      ];
+      const args = [maxActiveLeases, nowMs, lease.expiresAtMs, lease.id, ...serialise(lease)];
+      return (await run(CREATE_LEASE, keyList, args)) as CreateLeaseResult;
+    },
+
+    async get(leaseId: string): Promise<Lease | null> {
+      return parse(await redis.hgetall(keys.lease(leaseId)));
+    },
+
+    async getMany(leaseIds: readonly string[]): Promise<Lease[]> {
+      if (leaseIds.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const id of leaseIds) pipeline.hgetall(keys.lease(id));
+      const replies = (await pipeline.exec()) ?? [];
+      return replies.flatMap(([error, hash]) => {
+        if (error) throw error;
+        const lease = parse(hash as Record<string, string>);
+        return lease ? [lease] : [];
+      });
+    },
+
+    /** Lease ids matching a selector (the narrowest index), or every unsettled lease without one. */
+    async selectIds(selector: LeaseSelector): Promise<string[]> {
+      const sets = [
+        selector.task && keys.taskLeases(selector.task),
+        selector.identity && keys.identityLeases(selector.identity),
+        selector.grant && keys.grantLeases(selector.grant),
+      ].filter((key): key is string => Boolean(key));
+      if (sets.length === 0) return redis.zrange(keys.due(), 0, -1);
+      return sets.length === 1 ? redis.smembers(sets[0] as string) : redis.sinter(...sets);
+    },
+
+    async markRevoking(leaseId: string, reason: string, nowMs: number): Promise<string> {
+      return run(MARK_REVOKING, [keys.lease(leaseId), keys.due()], [leaseId, nowMs, reason]);
+    },
+
+    async settle(leaseId: string, taskId: string, state: 'revoked' | 'expired', revocation: string, nowMs: number, reason = '') {
+      const keyList = [keys.lease(leaseId), keys.due(), keys.irrevocable(), keys.task(taskId), keys.settled()];
+      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason]);
+    },
+
+    /** Drops settled leases past the retention period; returns how many went. */
+    async purgeSettled(nowMs: number, limit: number): Promise<number> {
+      const cutoffMs = nowMs - options.retentionSeconds * 1000;
+      return Number(await redis.eval(PURGE_SETTLED, 1, keys.settled(), cutoffMs, limit, keys.prefix));
+    },
+
+    async recordFailure(leaseId: string, error: string): Promise<void> {
+      await redis.multi().hset(keys.lease(leaseId), 'lastError', error).hincrby(keys.lease(leaseId), 'attempts', 1).exec();
+    },
+
+    async markIrrevocable(leaseId: string, error: string, nowMs: number, retryAtMs: number): Promise<string> {
+      return run(MARK_IRREVOCABLE, [keys.lease(leaseId), keys.due(), keys.irrevocable()], [leaseId, nowMs, retryAtMs, error]);
+    },
+
+    /** Unsettled leases the sweeper must act on: due at or before `untilMs`. */
+    dueIds(untilMs: number, limit: number): Promise<string[]> {
+      return redis.zrangebyscore(keys.due(), '-inf', untilMs, 'LIMIT', 0, limit);
+    },
+
+    countUnsettled: () => redis.zcard(keys.due()),
+    countIrrevocable: () => redis.zcard(keys.irrevocable()),
+  };
+}

@@ -1,0 +1,54 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { REVOCATION_QUEUE, type RedisKeys } from './keys';
+
+export interface RevocationJob {
+  leaseId: string;
+}
+
+export interface RevocationQueueOptions {
+  attempts: number;
+  backoffMs: number;
+}
+
+/**
+ * Two job ids per lease, both derived from it so scheduling is idempotent: `expire-<lease>` is delayed to
+ * the lease's expiry; `revoke-<lease>` runs now (task completed, admin, holder). Re-adding an id that is
+ * still queued is a no-op, which is what lets the sweeper re-queue freely.
+ */
+export const expiryJobId = (leaseId: string) => `expire-${leaseId}`;
+export const revokeJobId = (leaseId: string) => `revoke-${leaseId}`;
+
+export type RevocationQueue = ReturnType<typeof createRevocationQueue>;
+
+export function createRevocationQueue(connection: Redis, keys: RedisKeys, options: RevocationQueueOptions) {
+  const queue = new Queue<RevocationJob>(REVOCATION_QUEUE, {
+    connection,
+    prefix: keys.bullPrefix(),
+    defaultJobOptions: {
+      attempts: options.attempts,
+      backoff: { type: 'exponential', delay: options.backoffMs, jitter: 0.5 },
+      // Finished jobs go at once: the lease record is the history, and a kept job id would block re-queueing.
+      removeOnComplete: true,
+      removeOnFail: true,
+    },
+  });
+
+  return {
+    queue,
+    async scheduleExpiry(leaseId: string, expiresAtMs: number, nowMs: number): Promise<void> {
+      await queue.add('expire', { leaseId }, { jobId: expiryJobId(leaseId), delay: Math.max(0, expiresAtMs - nowMs) });
+    },
+    async revokeNow(leaseIds: readonly string[]): Promise<void> {
+      for (let i = 0; i < leaseIds.length; i += 1000) {
+        const batch = leaseIds.slice(i, i + 1000);
+        await queue.addBulk(batch.map((leaseId) => ({ name: 'revoke', data: { leaseId }, opts: { jobId: revokeJobId(leaseId) } })));
+      }
+    },
+    /** Drops the delayed expiry job of a lease settled early (it would be a no-op anyway). */
+    async cancelExpiry(leaseId: string): Promise<void> {
+      await queue.remove(expiryJobId(leaseId));
+    },
+    close: () => queue.close(),
+  };
+}

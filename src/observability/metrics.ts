@@ -1,0 +1,52 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** One registry per process, built in the wiring (no global default registry). */
+export function createMetrics(counts: { unsettled: () => Promise<number>; irrevocable: () => Promise<number> }) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'tasklease_process_' });
+  const safely = async (read: () => Promise<number>) => read().catch(() => Number.NaN);
+  return {
+    registry,
+    issuanceSeconds: new Histogram({
+      name: 'tasklease_issuance_duration_seconds',
+      help: 'Credential issuance latency inside the broker (policy, mint, lease write, schedule, audit)',
+      labelNames: ['provider'] as const,
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    issued: new Counter({ name: 'tasklease_credentials_issued_total', help: 'Credentials issued', labelNames: ['grant', 'provider'] as const, registers: [registry] }),
+    denials: new Counter({ name: 'tasklease_policy_denials_total', help: 'Requests the policy denied', labelNames: ['action'] as const, registers: [registry] }),
+    rejectedTokens: new Counter({ name: 'tasklease_identity_rejections_total', help: 'Identity tokens refused', labelNames: ['issuer'] as const, registers: [registry] }),
+    settled: new Counter({ name: 'tasklease_leases_settled_total', help: 'Leases revoked or expired', labelNames: ['state', 'provider'] as const, registers: [registry] }),
+    revocationLagSeconds: new Histogram({
+      name: 'tasklease_revocation_lag_seconds',
+      help: 'Time from a lease expiry to its settlement by the worker',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers: [registry],
+    }),
+    revocationFailures: new Counter({
+      name: 'tasklease_revocation_failures_total',
+      help: 'Failed revocation attempts (final="true" when the lease became irrevocable)',
+      labelNames: ['provider', 'final'] as const,
+      registers: [registry],
+    }),
+    activeLeases: new Gauge({
+      name: 'tasklease_active_leases',
+      help: 'Unsettled leases (active, revoking, irrevocable)',
+      registers: [registry],
+      async collect() {
+        this.set(await safely(counts.unsettled));
+      },
+    }),
+    irrevocableLeases: new Gauge({
+      name: 'tasklease_irrevocable_leases',
+      help: 'Leases whose revocation failed and awaits retry',
+      registers: [registry],
+      async collect() {
+        this.set(await safely(counts.irrevocable));
+      },
+    }),
+  };
+}

@@ -1,0 +1,95 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type { PolicyRequest } from './vocabulary';
+
+export interface PolicyDecision {
+  allowed: boolean;
+  /** Ids of the policies that decided (the permits that allowed, or the forbids that denied). */
+  policyIds: string[];
+  /** A sentence for the log and the audit: why. */
+  reason: string;
+}
+
+export interface PolicyEngine {
+  evaluate(request: PolicyRequest): PolicyDecision;
+  /** Re-reads the policy files; on error the policies in force stay in force and the error is thrown. */
+  reload(): { policyCount: number };
+  readonly policyCount: number;
+}
+
+export class PolicyLoadError extends Error {
+  override name = 'PolicyLoadError';
+}
+
+const ID_ANNOTATION = /@id\(\s*"([^"]+)"\s*\)/;
+
+/** Every `.cedar` file under `location` (a file or a folder), each policy named by `@id` or file:index. */
+export function readPolicies(location: string): Record<string, string> {
+  const files = statSync(location).isDirectory()
+    ? readdirSync(location)
+        .filter((file) => file.endsWith('.cedar'))
+        .sort()
+        .map((file) => path.join(location, file))
+    : [location];
+  const policies: Record<string, string> = {};
+  for (const file of files) {
+    const parts = cedar.policySetTextToParts(readFileSync(file, 'utf8'));
+    if (parts.type === 'failure') {
+      throw new PolicyLoadError(`${file}: ${parts.errors.map((error) => error.message).join('; ')}`);
+    }
+    if (parts.policy_templates.length > 0) throw new PolicyLoadError(`${file}: templates are not supported`);
+    parts.policies.forEach((text, index) => {
+      const id = ID_ANNOTATION.exec(text)?.[1] ?? `${path.basename(file)}:${index}`;
+      if (policies[id]) throw new PolicyLoadError(`${file}: two policies with id "${id}"`);
+      policies[id] = text;
+    });
+  }
+  return policies;
+}
+
+let generation = 0;
+
+/**
+ * Cedar, pre-parsed: the policy set is parsed once per load into the WASM module's cache under a fresh id,
+ * then the id in use is swapped. Requests in flight finish on the set they started with; none is dropped.
+ * Default deny: with no permit matching, Cedar denies.
+ */
+export function createPolicyEngine(location: string): PolicyEngine {
+  let setId = '';
+  let policyCount = 0;
+
+  const load = () => {
+    const policies = readPolicies(location);
+    const nextId = `tasklease-${++generation}`;
+    const parsed = cedar.preparsePolicySet(nextId, { staticPolicies: policies });
+    if (parsed.type === 'failure') throw new PolicyLoadError(parsed.errors.map((error) => error.message).join('; '));
+    setId = nextId;
+    policyCount = Object.keys(policies).length;
+    return { policyCount };
+  };
+  load();
+
+  return {
+    get policyCount() {
+      return policyCount;
+    },
+    reload: load,
+    evaluate(request) {
+      const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: setId });
+      // Fails closed: an evaluation failure is a denial, with the error as the reason.
+      if (answer.type === 'failure') {
+        return { allowed: false, policyIds: [], reason: `policy evaluation failed: ${answer.errors.map((e) => e.message).join('; ')}` };
+      }
+      const { decision, diagnostics } = answer.response;
+      const policyIds = diagnostics.reason;
+      const errors = diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`);
+      if (decision === 'allow') return { allowed: true, policyIds, reason: `permitted by ${policyIds.join(', ')}` };
+      const reason =
+        policyIds.length > 0
+          ? `forbidden by ${policyIds.join(', ')}`
+          : `no permit policy matched${errors.length ? ` (errors: ${errors.join('; ')})` : ''}`;
+      return { allowed: false, policyIds, reason };
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import type { Context, EntityJson } from '@cedar-policy/cedar-wasm/nodejs';
+import type { Identity, Task } from '../domain/types';
+
+/**
+ * The policy vocabulary, stable for policy authors (docs/policies.md):
+ *   principal Workload::"<subject>" { issuer, subject, kind, claims }
+ *   actions   Action::"declareTask" | "issue" | "approve" | "revoke"
+ *   resource  Grant::"<name>" { provider, sensitivity, approval }   (declareTask: Task::"<id>")
+ *   context   { task: { id, purpose, ticket, ref, ageSeconds, grants }, ttlSeconds, approved, activeLeases }
+ * Absent ticket/ref are "" so `like` works without `has`.
+ */
+export type PolicyAction = 'declareTask' | 'issue' | 'approve' | 'revoke';
+
+export interface PolicyRequest {
+  principal: { type: string; id: string };
+  action: { type: string; id: string };
+  resource: { type: string; id: string };
+  context: Context;
+  entities: EntityJson[];
+}
+
+export interface GrantFacts {
+  name: string;
+  provider: string;
+  sensitivity: string;
+  approval: string;
+}
+
+const workload = (identity: Identity): EntityJson => ({
+  uid: { type: 'Workload', id: identity.subject },
+  attrs: { issuer: identity.issuer, subject: identity.subject, kind: identity.kind, claims: identity.claims },
+  parents: [],
+});
+
+const taskContext = (task: Pick<Task, 'id' | 'purpose' | 'ticket' | 'ref' | 'grants' | 'createdAtMs'>, nowMs: number) => ({
+  id: task.id,
+  purpose: task.purpose,
+  ticket: task.ticket,
+  ref: task.ref,
+  grants: task.grants,
+  ageSeconds: Math.max(0, Math.floor((nowMs - task.createdAtMs) / 1000)),
+});
+
+export function declareTaskRequest(identity: Identity, task: Task, ttlSeconds: number, nowMs: number): PolicyRequest {
+  return {
+    principal: { type: 'Workload', id: identity.subject },
+    action: { type: 'Action', id: 'declareTask' },
+    resource: { type: 'Task', id: task.id },
+    context: { task: taskContext(task, nowMs), ttlSeconds, approved: false, activeLeases: 0 },
+    entities: [workload(identity), { uid: { type: 'Task', id: task.id }, attrs: {}, parents: [] }],
+  };
+}
+
+export function issueRequest(
+  identity: Identity,
+  task: Task & { activeLeases: number },
+  grant: GrantFacts,
+  ttlSeconds: number,
+  nowMs: number,
+): PolicyRequest {
+  return {
+    principal: { type: 'Workload', id: identity.subject },
+    action: { type: 'Action', id: 'issue' },
+    resource: { type: 'Grant', id: grant.name },
+    context: { task: taskContext(task, nowMs), ttlSeconds, approved: false, activeLeases: task.activeLeases },
+    entities: [
+      workload(identity),
+      {
+        uid: { type: 'Grant', id: grant.name },
+        attrs: { provider: grant.provider, sensitivity: grant.sensitivity, approval: grant.approval },
+        parents: [],
+      },
+    ],
+  };
+}

@@ -1,0 +1,43 @@
+import type { GrantConfig } from '../config/schema';
+import type { Identity, Lease, ProviderKind, Task } from '../domain/types';
+
+export interface MintRequest {
+  leaseId: string;
+  grantName: string;
+  grant: GrantConfig;
+  identity: Identity;
+  task: Task;
+  issuedAtMs: number;
+  expiresAtMs: number;
+}
+
+export interface MintedCredential {
+  /** Returned to the caller once; never stored or logged. */
+  credential: Record<string, string>;
+  /** The secret part, hashed for the lease and the audit. */
+  secret: string;
+  /** What revocation needs later (an id, an accessor); never a secret. */
+  handle: Record<string, string>;
+}
+
+export interface RevocationResult {
+  /**
+   * What revocation really did, in the backend's terms, e.g. `jwt-denylisted` or `expired-at-source`.
+   * Recorded on the lease so nobody reads "revoked" where the backend could only do less.
+   */
+  revocation: string;
+}
+
+export interface CredentialProvider {
+  readonly kind: ProviderKind;
+  /** One sentence for operators: what revoking a credential of this provider really achieves. */
+  readonly revocationSemantics: string;
+  mint(request: MintRequest): Promise<MintedCredential>;
+  /**
+   * Revokes the credential behind `lease`. Idempotent: revoking twice, or revoking what the backend no
+   * longer knows, succeeds. Throws when the backend could not be reached or refused; the caller retries.
+   */
+  revoke(lease: Lease, context: { nowMs: number }): Promise<RevocationResult>;
+}
+
+export type ProviderRegistry = ReadonlyMap<ProviderKind, CredentialProvider>;

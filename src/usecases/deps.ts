@@ -1,0 +1,31 @@
+import type { AuditLog } from '../audit/audit-log';
+import type { Config } from '../config/schema';
+import type { LeaseStore } from '../leases/lease-store';
+import type { RevocationQueue } from '../leases/revocation-queue';
+import type { PolicyEngine } from '../policy/cedar-engine';
+import type { ProviderRegistry } from '../providers/provider';
+import type { SigningKeyRing } from '../signing/signing-keys';
+import type { TaskStore } from '../tasks/task-store';
+
+/** Hooks the use cases report to (metrics, logs); the wiring decides what they do. */
+export interface UseCaseEvents {
+  issued(grant: string, provider: string, durationMs: number): void;
+  denied(action: string, reason: string, context: Record<string, string>): void;
+  settled(lease: { id: string; provider: string; expiresAtMs: number }, state: string, nowMs: number): void;
+  revocationFailed(leaseId: string, provider: string, error: string, final: boolean): void;
+}
+
+/** Everything a use case may need; each one takes only the `Pick` it uses. */
+export interface BrokerDeps {
+  config: Config;
+  tasks: TaskStore;
+  leases: LeaseStore;
+  queue: RevocationQueue;
+  policy: PolicyEngine;
+  providers: ProviderRegistry;
+  audit: AuditLog;
+  signingKeys: SigningKeyRing;
+  events: UseCaseEvents;
+  nowMs: () => number;
+  newId: () => string;
+}

@@ -1,0 +1,45 @@
+import type { BrokerDeps } from './deps';
+
+export type SettleResult = 'settled' | 'already' | 'missing';
+
+/**
+ * The worker's half of revocation: ask the provider to revoke, then record what it really did. A lease
+ * past its expiry that was never asked to be revoked settles as `expired`; anything else as `revoked`.
+ * Throws on a provider failure so the queue retries; on the final attempt the lease becomes irrevocable
+ * (listed, counted, and retried by the sweeper later — never dropped).
+ */
+export async function settleLease(
+  deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'>,
+  leaseId: string,
+  attempt: { final: boolean },
+): Promise<SettleResult> {
+  const lease = await deps.leases.get(leaseId);
+  if (!lease) return 'missing';
+  if (lease.state === 'revoked' || lease.state === 'expired') return 'already';
+  const nowMs = deps.nowMs();
+  const provider = deps.providers.get(lease.provider);
+  const base = { issuer: lease.issuer, subject: lease.subject, task: lease.taskId, grant: lease.grant, lease: lease.id, actor: 'worker' };
+  let revocation: string;
+  try {
+    if (!provider) throw new Error(`provider ${lease.provider} is not configured in this process`);
+    ({ revocation } = await provider.revoke(lease, { nowMs }));
+  } catch (error) {
+    const message = (error as Error).message.slice(0, 500);
+    await deps.leases.recordFailure(leaseId, message);
+    deps.events.revocationFailed(leaseId, lease.provider, message, attempt.final);
+    if (attempt.final) {
+      const retryAtMs = nowMs + deps.config.revocation.irrevocableRetrySeconds * 1000;
+      await deps.leases.markIrrevocable(leaseId, message, nowMs, retryAtMs);
+      await deps.audit.append({ type: 'lease.irrevocable', atMs: nowMs, ...base, reason: message });
+    } else {
+      await deps.audit.append({ type: 'lease.revoke_failed', atMs: nowMs, ...base, reason: message });
+    }
+    throw error;
+  }
+  const state = lease.state === 'active' && nowMs >= lease.expiresAtMs ? 'expired' : 'revoked';
+  const result = await deps.leases.settle(leaseId, lease.taskId, state, revocation, nowMs, lease.revokeReason ?? (state === 'expired' ? 'ttl' : ''));
+  if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
+  deps.events.settled(lease, state, nowMs);
+  await deps.audit.append({ type: 'lease.settled', atMs: nowMs, ...base, reason: lease.revokeReason ?? 'ttl', detail: { state, revocation } });
+  return 'settled';
+}

@@ -1,0 +1,112 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { createAuditLog } from '../audit/audit-log';
+import type { Config } from '../config/schema';
+import { createAttestationVerifier, type AttestationVerifier } from '../identity/verify-attestation';
+import { RedisKeys } from '../leases/keys';
+import { createLeaseStore } from '../leases/lease-store';
+import { assertNoEviction, connectRedis, waitForRedis } from '../leases/redis';
+import { createRevocationQueue } from '../leases/revocation-queue';
+import type { Logger } from '../observability/logger';
+import { createMetrics, type Metrics } from '../observability/metrics';
+import { createPolicyEngine } from '../policy/cedar-engine';
+import { createJwtProvider } from '../providers/jwt/jwt-provider';
+import type { CredentialProvider, ProviderRegistry } from '../providers/provider';
+import type { SigningKeyRing } from '../signing/signing-keys';
+import { createTaskStore } from '../tasks/task-store';
+import type { BrokerDeps, UseCaseEvents } from '../usecases/deps';
+
+export interface BrokerContext {
+  deps: BrokerDeps;
+  keys: RedisKeys;
+  redis: Redis;
+  metrics: Metrics;
+  verifier: AttestationVerifier;
+  close(): Promise<void>;
+}
+
+/** Lease ids and task ids: 128 random bits, URL-safe, no dashes to trip anyone. */
+const newId = () => randomUUID().replaceAll('-', '');
+
+function useCaseEvents(metrics: Metrics, logger: Logger): UseCaseEvents {
+  return {
+    issued: (grant, provider, durationMs) => {
+      metrics.issued.inc({ grant, provider });
+      metrics.issuanceSeconds.observe({ provider }, durationMs / 1000);
+    },
+    denied: (action, reason, context) => {
+      metrics.denials.inc({ action });
+      logger.info({ action, reason, ...context }, 'policy denied');
+    },
+    settled: (lease, state, nowMs) => {
+      metrics.settled.inc({ state, provider: lease.provider });
+      if (state === 'expired') metrics.revocationLagSeconds.observe(Math.max(0, nowMs - lease.expiresAtMs) / 1000);
+    },
+    revocationFailed: (leaseId, provider, error, final) => {
+      metrics.revocationFailures.inc({ provider, final: String(final) });
+      logger.warn({ leaseId, provider, error, final }, final ? 'revocation failed: lease is irrevocable' : 'revocation attempt failed');
+    },
+  };
+}
+
+/**
+ * Builds every capability from config, wired by hand. Each process (serve, worker, dev) builds one;
+ * nothing here is a module-level singleton.
+ */
+export async function createBrokerContext(options: {
+  config: Config;
+  redisUrl: string;
+  signingKeys: SigningKeyRing | null;
+  logger: Logger;
+  nowMs?: () => number;
+}): Promise<BrokerContext> {
+  const { config, logger } = options;
+  const nowMs = options.nowMs ?? Date.now;
+  const redis = connectRedis(options.redisUrl, { name: 'tasklease' });
+  redis.on('error', (error) => logger.warn({ err: error.message }, 'redis connection error'));
+  await waitForRedis(redis);
+  await assertNoEviction(redis);
+
+  const keys = new RedisKeys(config.broker.redisPrefix);
+  const leases = createLeaseStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds });
+  const metrics = createMetrics({ unsettled: leases.countUnsettled, irrevocable: leases.countIrrevocable });
+  const queue = createRevocationQueue(redis, keys, config.revocation);
+  const jwt = createJwtProvider({ redis, keys, signingKeys: options.signingKeys, brokerIssuer: config.broker.issuer });
+  const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([['jwt', jwt]]);
+  const verifier = createAttestationVerifier(config.issuers, {
+    onReject: (reason, context) => {
+      metrics.rejectedTokens.inc({ issuer: context.issuer ?? 'unknown' });
+      logger.info({ reason, issuer: context.issuer, tokenSha256: context.tokenSha256 }, 'identity token rejected');
+    },
+    onKeyError: (issuer, error) => logger.warn({ issuer, err: (error as Error).message }, 'issuer JWKS refresh failed'),
+    nowMs,
+  });
+
+  const deps: BrokerDeps = {
+    config,
+    tasks: createTaskStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds }),
+    leases,
+    queue,
+    policy: createPolicyEngine(config.policies),
+    providers,
+    audit: createAuditLog(redis, keys),
+    // The worker holds no signing keys; nothing it runs signs.
+    signingKeys: options.signingKeys as SigningKeyRing,
+    events: useCaseEvents(metrics, logger),
+    nowMs,
+    newId,
+  };
+
+  return {
+    deps,
+    keys,
+    redis,
+    metrics,
+    verifier,
+    async close() {
+      verifier.close();
+      await queue.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}

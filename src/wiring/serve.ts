@@ -1,0 +1,67 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { Config } from '../config/schema';
+import { createApp } from '../http/app';
+import type { Logger } from '../observability/logger';
+import { createTokenInspector } from '../providers/jwt/inspect-token';
+import type { SigningKeyRing } from '../signing/signing-keys';
+import { createBrokerContext, type BrokerContext } from './broker-context';
+
+export interface RunningApi {
+  server: Server;
+  context: BrokerContext;
+  url: string;
+  reloadPolicies(): void;
+  close(): Promise<void>;
+}
+
+/** `tasklease serve`: the stateless HTTP API. Any number of replicas may run against one Redis. */
+export async function startApi(options: {
+  config: Config;
+  redisUrl: string;
+  signingKeys: SigningKeyRing;
+  logger: Logger;
+  host: string;
+  port: number;
+  context?: BrokerContext;
+}): Promise<RunningApi> {
+  const { logger } = options;
+  const context = options.context ?? (await createBrokerContext({ ...options }));
+  const app = createApp({
+    broker: context.deps,
+    verify: context.verifier.verify,
+    inspectToken: createTokenInspector({ redis: context.redis, keys: context.keys, signingKeys: options.signingKeys, brokerIssuer: options.config.broker.issuer }),
+    redis: context.redis,
+    metrics: context.metrics,
+    logger,
+  });
+  const server = app.listen(options.port, options.host);
+  await once(server, 'listening');
+  server.keepAliveTimeout = 65_000;
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
+  logger.info({ url, policies: context.deps.policy.policyCount }, 'tasklease API listening');
+
+  const reloadPolicies = () => {
+    try {
+      const { policyCount } = context.deps.policy.reload();
+      logger.info({ policyCount }, 'policies reloaded');
+    } catch (error) {
+      // The policies in force stay in force: a bad edit never opens or closes the gate by accident.
+      logger.error({ err: (error as Error).message }, 'policy reload failed; keeping the previous policies');
+    }
+  };
+
+  return {
+    server,
+    context,
+    url,
+    reloadPolicies,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (!options.context) await context.close();
+    },
+  };
+}
