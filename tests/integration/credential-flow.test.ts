@@ -1,0 +1,119 @@
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
+
+describe('an agent declares a task, asks for credentials, and completes it', () => {
+  let broker: TestBroker;
+  let agent: string;
+  beforeAll(async () => {
+    broker = await startTestBroker();
+    agent = await broker.agents.sign({ sub: 'planner' });
+  });
+  afterAll(() => broker.close());
+
+  const declare = (token: string, body: Record<string, unknown> = {}) =>
+    broker.call('POST', '/v1/tasks', token, { purpose: 'nightly report', ticket: 'OPS-7', ref: 'refs/heads/main', ...body });
+
+  it('issues a JWT bound to the task, scoped to the grant, verifiable with the published JWKS', async () => {
+    const task = await declare(agent);
+    expect(task.status).toBe(201);
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read', ttlSeconds: 120 });
+    expect(issued.status).toBe(201);
+    expect(issued.body).toMatchObject({ grant: 'artifacts-read', provider: 'jwt', credential: { tokenType: 'Bearer' } });
+
+    const jwks = await broker.call('GET', '/.well-known/jwks.json', null);
+    expect(jwks.body.keys[0]).not.toHaveProperty('d');
+    const { payload } = await jwtVerify(issued.body.credential.token, createLocalJWKSet(jwks.body), { audience: 'https://artifacts.test' });
+    expect(payload).toMatchObject({ sub: 'planner', jti: issued.body.leaseId, task: task.body.taskId, scope: 'artifacts:read' });
+    expect((payload.exp as number) - (payload.iat as number)).toBe(120);
+  });
+
+  it('clamps the TTL to the grant maximum', async () => {
+    const task = await declare(agent);
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-write', ttlSeconds: 3600 });
+    expect(issued.status).toBe(201);
+    const lifetimeMs = Date.parse(issued.body.expiresAt) - Date.now();
+    expect(lifetimeMs).toBeLessThanOrEqual(300_000);
+    expect(lifetimeMs).toBeGreaterThan(290_000);
+  });
+
+  it('clamps the TTL to what is left of the task', async () => {
+    const task = await declare(agent, { ttlSeconds: 30 });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+    expect(Date.parse(issued.body.expiresAt)).toBeLessThanOrEqual(Date.parse(task.body.expiresAt));
+  });
+
+  it('answers 403 policy_denied when no policy permits, and records no lease', async () => {
+    const task = await declare(agent, { ref: 'refs/heads/feature' });
+    const denied = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-write' });
+    expect(denied.status).toBe(403);
+    expect(denied.body.error).toBe('policy_denied');
+    const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
+    expect(view.body.leases).toEqual([]);
+  });
+
+  it('refuses to declare a task the policy does not permit', async () => {
+    const denied = await declare(agent, { ticket: 'DEV-1' });
+    expect(denied.status).toBe(403);
+    expect(denied.body.error).toBe('policy_denied');
+  });
+
+  it('revokes a lease within 2 s of its expiry, through the worker', async () => {
+    const task = await declare(agent);
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read', ttlSeconds: 1 });
+    const expiresAtMs = Date.parse(issued.body.expiresAt);
+    const lease = await waitFor(async () => {
+      const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
+      const found = view.body.leases.find((l: { leaseId: string }) => l.leaseId === issued.body.leaseId);
+      return found.state === 'expired' ? found : null;
+    }, 5_000);
+    expect(lease.revocation).toBe('expired-at-source');
+    expect(Date.parse(lease.revokedAt) - expiresAtMs).toBeLessThan(2_000);
+  });
+
+  it('completing a task revokes every lease in it, returns a signed record, and closes the task', async () => {
+    const task = await declare(agent);
+    const leaseIds: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+      leaseIds.push(issued.body.leaseId);
+    }
+    const done = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, { outcome: 'succeeded', summary: 'report sent' });
+    expect(done.status).toBe(200);
+    expect([...done.body.revokedLeases].sort()).toEqual([...leaseIds].sort());
+
+    const jwks = await broker.call('GET', '/.well-known/jwks.json', null);
+    const { payload, protectedHeader } = await jwtVerify(done.body.record, createLocalJWKSet(jwks.body), { issuer: 'tasklease-test' });
+    expect(protectedHeader.typ).toBe('tasklease-task-record+jwt');
+    expect(payload).toMatchObject({
+      task: { id: task.body.taskId, subject: 'planner', issuer: 'agents', ticket: 'OPS-7', ref: 'refs/heads/main', outcome: 'succeeded', state: 'completed' },
+      grantsIssued: ['artifacts-read'],
+    });
+    expect((payload.leases as { id: string }[]).map((l) => l.id).sort()).toEqual([...leaseIds].sort());
+
+    await waitFor(async () => {
+      const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
+      return view.body.leases.every((l: { state: string }) => l.state === 'revoked');
+    }, 3_000);
+    const again = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+    expect(again.status).toBe(409);
+    expect(again.body.error).toBe('task_not_open');
+    const twice = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, { outcome: 'failed' });
+    expect(twice.body.error).toBe('task_already_completed');
+  });
+
+  it('keeps tasks private: another identity can neither read, use nor complete them', async () => {
+    const task = await declare(agent);
+    const intruder = await broker.agents.sign({ sub: 'someone-else' });
+    for (const [method, route, body] of [
+      ['GET', `/v1/tasks/${task.body.taskId}`, undefined],
+      ['POST', `/v1/tasks/${task.body.taskId}/credentials`, { grant: 'artifacts-read' }],
+      ['POST', `/v1/tasks/${task.body.taskId}/complete`, { outcome: 'cancelled' }],
+    ] as const) {
+      const response = await broker.call(method, route, intruder, body);
+      expect(response.status).toBe(404);
+      expect(response.body.error).toBe('not_found');
+    }
+    const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
+    expect(view.body.state).toBe('open');
+  });
+});

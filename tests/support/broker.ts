@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseConfig } from '../../src/config/load-config';
+import type { ConfigInput } from '../../src/config/schema';
+import { createLogger } from '../../src/observability/logger';
+import { generateSigningJwks, loadSigningKeys, type SigningKeyRing } from '../../src/signing/signing-keys';
+import { createBrokerContext, type BrokerContext } from '../../src/wiring/broker-context';
+import { startApi, type RunningApi } from '../../src/wiring/serve';
+import { startWorker, type RunningWorker } from '../../src/wiring/worker';
+import { createTestIssuer, tempDir, type TestIssuer } from './fixtures';
+
+export const testRedisUrl = (): string => {
+  const url = process.env.TASKLEASE_TEST_REDIS_URL;
+  if (!url) throw new Error('TASKLEASE_TEST_REDIS_URL is unset: run the tests through jest (globalSetup starts Redis)');
+  return url;
+};
+
+/** A key prefix no other test uses: every test owns its keys and its BullMQ queue. */
+export const uniquePrefix = (label: string) => `t-${label}-${randomBytes(4).toString('hex')}:`;
+
+/** Policies that let the `agents` issuer work on OPS tickets, used unless a test brings its own. */
+export const DEFAULT_POLICIES = `
+@id("declare")
+permit(principal, action == Action::"declareTask", resource) when { context.task.ticket like "OPS-*" };
+@id("read")
+permit(principal, action == Action::"issue", resource == Grant::"artifacts-read")
+when { principal.issuer == "agents" && context.ttlSeconds <= 600 };
+@id("write-main-only")
+permit(principal, action == Action::"issue", resource == Grant::"artifacts-write")
+when { context.task.ref == "refs/heads/main" };
+`;
+
+export interface TestBroker {
+  url: string;
+  prefix: string;
+  config: ReturnType<typeof parseConfig>;
+  configFile: string;
+  signingKeys: SigningKeyRing;
+  signingKeysJson: string;
+  agents: TestIssuer;
+  admins: TestIssuer;
+  api: RunningApi;
+  worker: RunningWorker | null;
+  context: BrokerContext;
+  /** JSON call with a Bearer token; returns status and parsed body. */
+  call(method: string, route: string, token: string | null, body?: unknown): Promise<{ status: number; body: any }>;
+  close(): Promise<void>;
+}
+
+export interface TestBrokerOptions {
+  policies?: string;
+  grants?: ConfigInput['grants'];
+  broker?: ConfigInput['broker'];
+  revocation?: ConfigInput['revocation'];
+  extraIssuers?: TestIssuer[];
+  /** false: no in-process worker (a test runs the real worker process instead). */
+  worker?: boolean;
+}
+
+/**
+ * A broker on a free loopback port against the shared test Redis, under its own prefix: API, and by default
+ * the real worker (BullMQ + sweeper) in the same process. Issuers: `agents` (workloads) and `corp` (admins:
+ * oncall@example.com is admin, viewer@example.com viewer; `artifacts-api` is a resource server).
+ */
+export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
+  const dir = tempDir('broker');
+  const agents = await createTestIssuer({ name: 'agents' });
+  const admins = await createTestIssuer({ name: 'corp' });
+  mkdirSync(path.join(dir, 'policies'));
+  writeFileSync(path.join(dir, 'policies', 'test.cedar'), options.policies ?? DEFAULT_POLICIES);
+  const prefix = uniquePrefix('b');
+  const input: ConfigInput = {
+    issuers: [agents.config, admins.config, ...(options.extraIssuers ?? []).map((issuer) => issuer.config)],
+    grants: options.grants ?? {
+      'artifacts-read': { provider: 'jwt', audience: 'https://artifacts.test', scopes: ['artifacts:read'], maxTtlSeconds: 600 },
+      'artifacts-write': { provider: 'jwt', audience: 'https://artifacts.test', scopes: ['artifacts:write'], maxTtlSeconds: 300 },
+    },
+    policies: './policies',
+    admins: [
+      { issuer: 'corp', subjects: ['oncall@example.com'], roles: ['admin'] },
+      { issuer: 'corp', subjects: ['viewer@example.com'], roles: ['viewer'] },
+    ],
+    resourceServers: [{ issuer: 'corp', subjects: ['artifacts-api'] }],
+    broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
+    revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
+  };
+  const configFile = path.join(dir, 'tasklease.json');
+  writeFileSync(configFile, JSON.stringify(input));
+  const config = parseConfig(input, dir);
+  const signingKeysJson = JSON.stringify(await generateSigningJwks());
+  const signingKeys = await loadSigningKeys(signingKeysJson);
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const redisUrl = testRedisUrl();
+  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger });
+  const api = await startApi({ config, redisUrl, signingKeys, logger, host: '127.0.0.1', port: 0, context });
+  const worker = options.worker === false ? null : await startWorker({ config, redisUrl, logger, host: '127.0.0.1', port: null, context });
+
+  const call = async (method: string, route: string, token: string | null, body?: unknown) => {
+    const response = await fetch(`${api.url}${route}`, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON: the raw text */
+    }
+    return { status: response.status, body: parsed as any };
+  };
+
+  return {
+    url: api.url, prefix, config, configFile, signingKeys, signingKeysJson, agents, admins, api, worker, context, call,
+    async close() {
+      await api.close();
+      await worker?.close();
+      await context.redis.eval(
+        "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys", 0, `${prefix}*`,
+      );
+      await context.close();
+    },
+  };
+}
+
+/** Polls until `check` returns a truthy value or the deadline passes. */
+export async function waitFor<T>(check: () => Promise<T>, timeoutMs: number, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
