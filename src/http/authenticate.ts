@@ -11,7 +11,8 @@ const BEARER = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/;
 export function authenticate(verify: VerifyAttestation) {
   return async (req: Request, res: Response, next: NextFunction) => {
     const match = BEARER.exec(req.get('authorization') ?? '');
-    if (!match) throw new BrokerError('unauthenticated', 'a Bearer identity token is required');
+    // The same generic message as a token that fails verification: a caller never learns why (docs/errors.md).
+    if (!match) throw new BrokerError('unauthenticated', 'identity token rejected');
     res.locals.identity = await verify(match[1] as string);
     next();
   };

@@ -22,6 +22,11 @@ const fromBodyParser = (error: { type?: string; status?: number }): BrokerError 
   }
 };
 
+/** Redis unreachable (ioredis: offline queue disabled, connection closed, retries exhausted, timeouts). */
+const REDIS_DOWN = /Stream isn't writeable|Connection is closed|MaxRetriesPerRequest|Command timed out|ECONNREFUSED|ECONNRESET/;
+const isRedisUnavailable = (error: unknown): boolean =>
+  error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
+
 /**
  * The one place that decides what a caller may see: a stable code always; the message only when it is
  * safe (`expose`); everything else goes to the log.
@@ -32,6 +37,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     if (!known && error instanceof z.ZodError) {
       const issues = error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`);
       known = new BrokerError('invalid_request', issues.join('; '));
+    }
+    if (!known && isRedisUnavailable(error)) {
+      known = new BrokerError('unavailable', 'the lease store is unavailable; nothing was issued', { cause: error });
     }
     if (!known) {
       logger.error({ err: error, method: req.method, path: req.path }, 'unhandled error');

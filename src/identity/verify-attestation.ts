@@ -41,9 +41,8 @@ export function createAttestationVerifier(issuers: readonly IssuerConfig[], opti
 
   const verify: VerifyAttestation = async (token) => {
     const tokenSha256 = sha256Hex(token);
-    let issuerName: string | undefined;
-    const reject = (reason: string): never => {
-      options.onReject(reason, { issuer: issuerName, tokenSha256 });
+    const reject = (reason: string, issuer?: string): never => {
+      options.onReject(reason, { issuer, tokenSha256 });
       throw new BrokerError('unauthenticated', 'identity token rejected');
     };
     let iss: unknown;
@@ -56,7 +55,6 @@ export function createAttestationVerifier(issuers: readonly IssuerConfig[], opti
     const entry = typeof iss === 'string' ? byIss.get(iss) : undefined;
     if (!entry) return reject(`issuer not configured: ${String(iss).slice(0, 200)}`);
     const { config, keys } = entry;
-    issuerName = config.name;
 
     let result;
     try {
@@ -69,23 +67,24 @@ export function createAttestationVerifier(issuers: readonly IssuerConfig[], opti
         currentDate: new Date(now()),
       });
     } catch (error) {
-      return reject(reasonOf(error));
+      return reject(reasonOf(error), config.name);
     }
     const { payload, protectedHeader } = result;
     const exp = payload.exp as number;
     const startedAt = payload.iat ?? payload.nbf;
-    if (startedAt === undefined) {
-      if (exp - now() / 1000 > config.maxTokenLifetimeSeconds + config.clockSkewSeconds) {
-        return reject('token without iat/nbf expires beyond the issuer maximum lifetime');
-      }
-    } else if (exp - startedAt > config.maxTokenLifetimeSeconds) {
-      return reject(`token lifetime ${exp - startedAt}s exceeds the issuer maximum ${config.maxTokenLifetimeSeconds}s`);
+    // Fails closed on what is left of the token as well as on exp − iat: an `iat` (or no iat) in the future
+    // must not let a long-lived token pass as a short one.
+    if (exp - now() / 1000 > config.maxTokenLifetimeSeconds + config.clockSkewSeconds) {
+      return reject('token expires beyond the issuer maximum lifetime from now', config.name);
+    }
+    if (startedAt !== undefined && exp - startedAt > config.maxTokenLifetimeSeconds) {
+      return reject(`token lifetime ${exp - startedAt}s exceeds the issuer maximum ${config.maxTokenLifetimeSeconds}s`, config.name);
     }
     const claims = stringClaims(payload);
     const subject = claims[config.subjectClaim];
-    if (!subject) return reject(`subject claim ${config.subjectClaim} missing or not a string`);
+    if (!subject) return reject(`subject claim ${config.subjectClaim} missing or not a string`, config.name);
     const presetProblem = applyPreset(config.kind, claims, protectedHeader);
-    if (presetProblem) return reject(presetProblem);
+    if (presetProblem) return reject(presetProblem, config.name);
     return { issuer: config.name, kind: config.kind, subject, claims, tokenSha256, expiresAtMs: exp * 1000 };
   };
 

@@ -205,6 +205,9 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
       return redis.zrangebyscore(keys.due(), '-inf', untilMs, 'LIMIT', 0, limit);
     },
 
+    /** A due entry whose lease record is gone (never expected): drop it so the sweeper does not spin on it. */
+    forgetDue: (leaseId: string) => redis.zrem(keys.due(), leaseId),
+
     countUnsettled: () => redis.zcard(keys.due()),
     countIrrevocable: () => redis.zcard(keys.irrevocable()),
   };

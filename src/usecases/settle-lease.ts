@@ -14,7 +14,10 @@ export async function settleLease(
   attempt: { final: boolean },
 ): Promise<SettleResult> {
   const lease = await deps.leases.get(leaseId);
-  if (!lease) return 'missing';
+  if (!lease) {
+    await deps.leases.forgetDue(leaseId);
+    return 'missing';
+  }
   if (lease.state === 'revoked' || lease.state === 'expired') return 'already';
   const nowMs = deps.nowMs();
   const provider = deps.providers.get(lease.provider);

@@ -105,6 +105,8 @@ export async function createBrokerContext(options: {
     verifier,
     async close() {
       verifier.close();
+      // With Redis gone, stop reconnecting first so closing does not wait on it.
+      if (redis.status !== 'ready') redis.disconnect();
       await queue.close();
       await redis.quit().catch(() => redis.disconnect());
     },

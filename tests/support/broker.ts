@@ -56,6 +56,8 @@ export interface TestBrokerOptions {
   extraIssuers?: TestIssuer[];
   /** false: no in-process worker (a test runs the real worker process instead). */
   worker?: boolean;
+  /** Another Redis than the shared test one (a test that stops its Redis). */
+  redisUrl?: string;
 }
 
 /**
@@ -91,7 +93,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const signingKeysJson = JSON.stringify(await generateSigningJwks());
   const signingKeys = await loadSigningKeys(signingKeysJson);
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
-  const redisUrl = testRedisUrl();
+  const redisUrl = options.redisUrl ?? testRedisUrl();
   const context = await createBrokerContext({ config, redisUrl, signingKeys, logger });
   const api = await startApi({ config, redisUrl, signingKeys, logger, host: '127.0.0.1', port: 0, context });
   const worker = options.worker === false ? null : await startWorker({ config, redisUrl, logger, host: '127.0.0.1', port: null, context });
@@ -117,6 +119,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     async close() {
       await api.close();
       await worker?.close();
+      if (context.redis.status !== 'ready') return context.close();
       await context.redis.eval(
         "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys", 0, `${prefix}*`,
       );

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load-config';
 import type { Env } from '../../config/env';
 import type { Identity } from '../../domain/types';
+import { applyPreset } from '../../identity/claim-presets';
 import { createPolicyEngine } from '../../policy/cedar-engine';
 import { declareTaskRequest, issueRequest } from '../../policy/vocabulary';
 import { collectPairs, printJson } from '../output';
@@ -30,9 +31,12 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
       if (!issuer) throw new Error(`no issuer named ${options.issuer} in the config`);
       const engine = createPolicyEngine(config.policies);
       const nowMs = Date.now();
+      // The claims the broker would see: the kind's preset adds the derived claims (namespace, trust_domain, ...).
+      const claims: Record<string, string> = { sub: options.subject, ...options.claim };
+      const presetProblem = applyPreset(issuer.kind, claims, {});
+      if (presetProblem) throw new Error(`the broker would refuse this ${issuer.kind} identity: ${presetProblem} (add it with --claim)`);
       const identity: Identity = {
-        issuer: issuer.name, kind: issuer.kind, subject: options.subject, claims: { sub: options.subject, ...options.claim },
-        tokenSha256: '', expiresAtMs: nowMs + 600_000,
+        issuer: issuer.name, kind: issuer.kind, subject: options.subject, claims, tokenSha256: '', expiresAtMs: nowMs + 600_000,
       };
       const task = {
         id: 'policy-check', issuer: issuer.name, subject: options.subject, kind: issuer.kind, purpose: options.purpose,
@@ -40,11 +44,13 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
         state: 'open' as const, activeLeases: Number(options.activeLeases),
       };
       let request;
-      if (options.action === 'declareTask') request = declareTaskRequest(identity, task, Number(options.ttl), nowMs);
-      else {
+      // context.ttlSeconds is the effective TTL, clamped as the broker clamps it.
+      if (options.action === 'declareTask') {
+        request = declareTaskRequest(identity, task, Math.min(Number(options.ttl), config.broker.maxTaskTtlSeconds), nowMs);
+      } else {
         const grant = config.grants[options.grant as string];
         if (!grant) throw new Error(`no grant named ${options.grant} in the config`);
-        request = issueRequest(identity, task, { name: options.grant, ...grant }, Number(options.ttl), nowMs);
+        request = issueRequest(identity, task, { name: options.grant, ...grant }, Math.min(Number(options.ttl), grant.maxTtlSeconds), nowMs);
       }
       const decision = engine.evaluate(request);
       if (options.json) printJson(decision);

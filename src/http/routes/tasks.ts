@@ -8,7 +8,9 @@ import { loadOwnTask } from '../../usecases/load-own-task';
 import { identityOf } from '../authenticate';
 import { taskView } from '../views';
 
-const text = (max: number) => z.string().trim().min(1).max(max).regex(/^[^\u0000-\u001f\u007f]*$/, 'no control characters');
+const hasControlCharacter = (value: string) => [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
+const text = (max: number) =>
+  z.string().trim().min(1).max(max).refine((value) => !hasControlCharacter(value), 'no control characters');
 const grantName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a grant name');
 const ttlSeconds = z.number().int().positive().max(7 * 86400);
 

@@ -1,0 +1,68 @@
+import { startTestBroker, testRedisUrl, type TestBroker } from '../support/broker';
+import { freePort, spawnTasklease, waitForHttp, type TaskleaseProcess } from '../support/processes';
+
+/**
+ * The V8 guard: Cedar's WASM build crashed V8 ("unreachable code" in the deoptimizer) under load on
+ * Node 20 and 22. A few thousand credential requests through the real `tasklease serve` process, each one
+ * a Cedar evaluation, must all succeed and leave the process alive.
+ */
+const REQUESTS = 4_000;
+const CONCURRENCY = 32;
+
+describe('soak: thousands of credential requests through HTTP with Cedar', () => {
+  let broker: TestBroker;
+  let server: TaskleaseProcess;
+  let url: string;
+
+  beforeAll(async () => {
+    broker = await startTestBroker({ worker: false });
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    server = spawnTasklease(['serve'], {
+      TASKLEASE_CONFIG: broker.configFile,
+      REDIS_URL: testRedisUrl(),
+      TASKLEASE_SIGNING_KEYS: broker.signingKeysJson,
+      PORT: String(port),
+    });
+    await waitForHttp(`${url}/readyz`, server);
+  });
+  afterAll(async () => {
+    await server.stop();
+    await broker.close();
+  });
+
+  it(`serves ${REQUESTS} issuances, a mix of allowed and denied, without a crash`, async () => {
+    const tokens = await Promise.all(['a', 'b', 'c', 'd'].map((name) => broker.agents.sign({ sub: `soak-${name}` }, { ttlSeconds: 3600 })));
+    const tasks: { token: string; taskId: string }[] = [];
+    for (const token of tokens) {
+      const response = await fetch(`${url}/v1/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ purpose: 'soak', ticket: 'OPS-9', ref: 'refs/heads/feature', ttlSeconds: 3600 }),
+      });
+      tasks.push({ token, taskId: ((await response.json()) as { taskId: string }).taskId });
+    }
+    const counts: Record<number, number> = {};
+    let next = 0;
+    const runOne = async () => {
+      while (next < REQUESTS) {
+        const i = next++;
+        const { token, taskId } = tasks[i % tasks.length] as { token: string; taskId: string };
+        // One in five asks for a grant the policy denies on this ref: both paths through Cedar.
+        const grant = i % 5 === 0 ? 'artifacts-write' : 'artifacts-read';
+        const response = await fetch(`${url}/v1/tasks/${taskId}/credentials`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ grant, ttlSeconds: 300 }),
+        });
+        await response.arrayBuffer();
+        counts[response.status] = (counts[response.status] ?? 0) + 1;
+      }
+    };
+    await Promise.all(Array.from({ length: CONCURRENCY }, runOne));
+    expect(counts).toEqual({ 201: REQUESTS * 0.8, 403: REQUESTS * 0.2 });
+    expect(server.child.exitCode).toBeNull();
+    expect(server.output()).not.toMatch(/unreachable|Fatal|FATAL/);
+    expect(await broker.context.deps.leases.countUnsettled()).toBe(REQUESTS * 0.8);
+  }, 120_000);
+});
