@@ -5,7 +5,8 @@ import type { VerifyAttestation } from '../identity/verify-attestation';
 import { adminPermissions, type AdminPermission } from '../policy/admin-roles';
 import type { Config } from '../config/schema';
 
-const BEARER = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/;
+// The scheme is case-insensitive (RFC 7235 §2.1): some clients send `bearer`.
+const BEARER = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/i;
 
 /** `Authorization: Bearer <attestation JWT>` → a verified identity in `res.locals.identity`, or a generic 401. */
 export function authenticate(verify: VerifyAttestation) {
