@@ -14,8 +14,9 @@ export interface TaskleaseProcess {
 /**
  * Runs the real binary (dist/, built by `npm test` before Jest starts) under the Node that runs the tests.
  */
-export function spawnTasklease(args: string[], env: Record<string, string>): TaskleaseProcess {
+export function spawnTasklease(args: string[], env: Record<string, string>, options: { cwd?: string } = {}): TaskleaseProcess {
   const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
