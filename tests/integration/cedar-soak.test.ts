@@ -1,4 +1,4 @@
-import { startTestBroker, testRedisUrl, type TestBroker } from '../support/broker';
+import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
 import { freePort, spawnTasklease, waitForHttp, type TaskleaseProcess } from '../support/processes';
 
 /**
@@ -23,6 +23,7 @@ describe('soak: thousands of credential requests through HTTP with Cedar', () =>
       REDIS_URL: testRedisUrl(),
       TASKLEASE_SIGNING_KEYS: broker.signingKeysJson,
       PORT: String(port),
+      LOG_LEVEL: 'info',
     });
     await waitForHttp(`${url}/readyz`, server);
   });
@@ -31,7 +32,7 @@ describe('soak: thousands of credential requests through HTTP with Cedar', () =>
     await broker.close();
   });
 
-  it(`serves ${REQUESTS} issuances, a mix of allowed and denied, without a crash`, async () => {
+  it(`serves ${REQUESTS} issuances, a mix of allowed and denied, through a SIGHUP reload, without a crash`, async () => {
     const tokens = await Promise.all(['a', 'b', 'c', 'd'].map((name) => broker.agents.sign({ sub: `soak-${name}` }, { ttlSeconds: 3600 })));
     const tasks: { token: string; taskId: string }[] = [];
     for (const token of tokens) {
@@ -47,6 +48,8 @@ describe('soak: thousands of credential requests through HTTP with Cedar', () =>
     const runOne = async () => {
       while (next < REQUESTS) {
         const i = next++;
+        // Halfway, reload the policies with SIGHUP, as an operator would: no request may be dropped.
+        if (i === REQUESTS / 2) process.kill(server.child.pid as number, 'SIGHUP');
         const { token, taskId } = tasks[i % tasks.length] as { token: string; taskId: string };
         // One in five asks for a grant the policy denies on this ref: both paths through Cedar.
         const grant = i % 5 === 0 ? 'artifacts-write' : 'artifacts-read';
@@ -63,6 +66,7 @@ describe('soak: thousands of credential requests through HTTP with Cedar', () =>
     expect(counts).toEqual({ 201: REQUESTS * 0.8, 403: REQUESTS * 0.2 });
     expect(server.child.exitCode).toBeNull();
     expect(server.output()).not.toMatch(/unreachable|Fatal|FATAL/);
+    await waitFor(async () => /policies reloaded/.test(server.output()), 2_000);
     expect(await broker.context.deps.leases.countUnsettled()).toBe(REQUESTS * 0.8);
   }, 120_000);
 });
