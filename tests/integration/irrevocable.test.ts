@@ -1,0 +1,77 @@
+import { startRevocationWorker } from '../../src/jobs/revocation-worker';
+import { startSweeper } from '../../src/jobs/sweeper';
+import { connectRedis } from '../../src/leases/redis';
+import type { CredentialProvider } from '../../src/providers/provider';
+import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
+
+/**
+ * A backend that refuses revocations: the worker retries with backoff, then marks the lease irrevocable
+ * (listed, counted, audited); when the backend recovers, the sweeper's periodic retry settles it.
+ */
+describe('a revocation that keeps failing', () => {
+  let broker: TestBroker;
+  let backendDown = true;
+  let attempts = 0;
+  let stop: () => Promise<void>;
+
+  beforeAll(async () => {
+    broker = await startTestBroker({ worker: false, revocation: { attempts: 3, backoffMs: 50, irrevocableRetrySeconds: 1, sweepIntervalMs: 200 } });
+    const { deps } = broker.context;
+    const jwt = deps.providers.get('jwt') as CredentialProvider;
+    const flaky: CredentialProvider = {
+      ...jwt,
+      async revoke(lease, context) {
+        attempts++;
+        if (backendDown) throw new Error('backend unavailable (503)');
+        return jwt.revoke(lease, context);
+      },
+    };
+    const workerDeps = { ...deps, providers: new Map([['jwt', flaky]]) };
+    const connection = connectRedis(testRedisUrl(), { forBullWorker: true });
+    const worker = startRevocationWorker(workerDeps, connection, broker.context.keys);
+    const sweeper = startSweeper({
+      redis: broker.context.redis, keys: broker.context.keys, leases: deps.leases, queue: deps.queue,
+      graceMs: 200, intervalMs: 200, nowMs: Date.now, onError: () => undefined,
+    });
+    stop = async () => {
+      await sweeper.stop();
+      await worker.close();
+      await connection.quit();
+    };
+  });
+  afterAll(async () => {
+    await stop();
+    await broker.close();
+  });
+
+  it('becomes irrevocable after the last attempt, is listed and counted, and settles once the backend is back', async () => {
+    const agent = await broker.agents.sign({ sub: 'flaky' });
+    const admin = await broker.admins.sign({ sub: 'oncall@example.com' });
+    const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'flaky backend', ticket: 'OPS-8' });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read', ttlSeconds: 1 });
+
+    const listed = await waitFor(async () => {
+      const response = await broker.call('GET', '/v1/leases?state=irrevocable', admin);
+      return response.body.leases.find((l: { leaseId: string }) => l.leaseId === issued.body.leaseId);
+    }, 10_000);
+    expect(attempts).toBeGreaterThanOrEqual(3);
+    expect(listed.lastError).toBe('backend unavailable (503)');
+    const metrics = (await broker.call('GET', '/metrics', null)).body as string;
+    expect(metrics).toMatch(/^tasklease_irrevocable_leases 1$/m);
+    expect(metrics).toMatch(/tasklease_revocation_failures_total\{provider="jwt",final="true"\} 1/);
+    const audit = await broker.call('GET', `/v1/audit?lease=${issued.body.leaseId}`, admin);
+    expect(audit.body.events.map((e: { type: string }) => e.type)).toEqual(
+      expect.arrayContaining(['credential.issued', 'lease.revoke_failed', 'lease.irrevocable']),
+    );
+
+    backendDown = false;
+    const settled = await waitFor(async () => {
+      const lease = await broker.context.deps.leases.get(issued.body.leaseId);
+      return lease?.state === 'revoked' ? lease : null;
+    }, 10_000);
+    // Settled after its expiry by a retry: recorded as revoked (what the provider did), not silently dropped.
+    expect(settled.revocation).toBe('expired-at-source');
+    expect(await broker.context.deps.leases.countIrrevocable()).toBe(0);
+    expect(await broker.context.deps.leases.countUnsettled()).toBe(0);
+  }, 30_000);
+});
