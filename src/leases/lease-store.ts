@@ -128,6 +128,8 @@ export interface LeaseSelector {
   /** `issuer/subject` (see identityKey). */
   identity?: string;
   grant?: string;
+  /** Without task, identity or grant: settled leases (revoked, expired; kept for the retention period) instead of unsettled ones. */
+  settled?: boolean;
 }
 
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
@@ -166,14 +168,14 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
       });
     },
 
-    /** Lease ids matching a selector (the narrowest index), or every unsettled lease without one. */
+    /** Lease ids matching a selector (the narrowest index), or without one every unsettled (or settled) lease. */
     async selectIds(selector: LeaseSelector): Promise<string[]> {
       const sets = [
         selector.task && keys.taskLeases(selector.task),
         selector.identity && keys.identityLeases(selector.identity),
         selector.grant && keys.grantLeases(selector.grant),
       ].filter((key): key is string => Boolean(key));
-      if (sets.length === 0) return redis.zrange(keys.due(), 0, -1);
+      if (sets.length === 0) return redis.zrange(selector.settled ? keys.settled() : keys.due(), 0, -1);
       return sets.length === 1 ? redis.smembers(sets[0] as string) : redis.sinter(...sets);
     },
 

@@ -2,6 +2,7 @@ import { startRevocationWorker } from '../../src/jobs/revocation-worker';
 import { startSweeper } from '../../src/jobs/sweeper';
 import { connectRedis } from '../../src/leases/redis';
 import type { CredentialProvider } from '../../src/providers/provider';
+import type { ProviderKind } from '../../src/domain/types';
 import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
 
 /**
@@ -26,7 +27,7 @@ describe('a revocation that keeps failing', () => {
         return jwt.revoke(lease, context);
       },
     };
-    const workerDeps = { ...deps, providers: new Map([['jwt', flaky]]) };
+    const workerDeps = { ...deps, providers: new Map<ProviderKind, CredentialProvider>([['jwt', flaky]]) };
     const connection = connectRedis(testRedisUrl(), { forBullWorker: true });
     const worker = startRevocationWorker(workerDeps, connection, broker.context.keys);
     const sweeper = startSweeper({
@@ -70,7 +71,7 @@ describe('a revocation that keeps failing', () => {
       return lease?.state === 'revoked' ? lease : null;
     }, 10_000);
     // Settled after its expiry by a retry: recorded as revoked (what the provider did), not silently dropped.
-    expect(settled.revocation).toBe('expired-at-source');
+    expect(settled?.revocation).toBe('expired-at-source');
     expect(await broker.context.deps.leases.countIrrevocable()).toBe(0);
     expect(await broker.context.deps.leases.countUnsettled()).toBe(0);
   }, 30_000);

@@ -1,5 +1,5 @@
 import { BrokerError } from '../../src/domain/errors';
-import type { Lease } from '../../src/domain/types';
+import type { Lease, ProviderKind } from '../../src/domain/types';
 import type { CredentialProvider } from '../../src/providers/provider';
 import { issueCredential } from '../../src/usecases/issue-credential';
 import { startLocalRedis, type LocalRedis } from '../../src/wiring/local-redis';
@@ -24,7 +24,7 @@ describe('a lease is durable before its credential leaves', () => {
     const spyingJwt: CredentialProvider = { ...jwt, revoke: async (lease, ctx) => (revoked.push(lease), jwt.revoke(lease, ctx)) };
     const failingDeps = {
       ...deps,
-      providers: new Map([['jwt', spyingJwt]]),
+      providers: new Map<ProviderKind, CredentialProvider>([['jwt', spyingJwt]]),
       leases: { ...deps.leases, create: async () => Promise.reject(new Error('Connection is closed.')) },
     };
 

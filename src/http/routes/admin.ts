@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { BrokerError } from '../../domain/errors';
-import { identityKey, LEASE_STATES, type Lease } from '../../domain/types';
+import { identityKey, LEASE_STATES, TERMINAL_LEASE_STATES, type Lease } from '../../domain/types';
 import type { BrokerDeps } from '../../usecases/deps';
 import { requestRevocation, selectLeases } from '../../usecases/request-revocation';
 import { identityOf, requireAdmin } from '../authenticate';
@@ -40,7 +40,7 @@ const auditQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(10_000).default(1000),
 });
 
-type Selector = { task?: string; identity?: string; issuer?: string; grant?: string; provider?: string };
+type Selector = { task?: string; identity?: string; issuer?: string; grant?: string; provider?: string; settled?: boolean };
 
 /** The identity selector is a subject, optionally narrowed to one issuer; without it, every issuer's. */
 async function findLeases(deps: BrokerDeps, selector: Selector): Promise<Lease[]> {
@@ -48,7 +48,7 @@ async function findLeases(deps: BrokerDeps, selector: Selector): Promise<Lease[]
   const identities = selector.identity ? issuers.map((issuer) => identityKey(issuer, selector.identity as string)) : [undefined];
   const found = new Map<string, Lease>();
   for (const identity of identities) {
-    for (const lease of await selectLeases(deps, { task: selector.task, grant: selector.grant, identity })) found.set(lease.id, lease);
+    for (const lease of await selectLeases(deps, { task: selector.task, grant: selector.grant, identity, settled: selector.settled })) found.set(lease.id, lease);
   }
   return [...found.values()].filter((lease) => !selector.provider || lease.provider === selector.provider);
 }
@@ -59,7 +59,9 @@ export function adminRoutes(deps: BrokerDeps): Router {
 
   router.get('/v1/leases', requireAdmin(deps.config, 'view'), async (req, res) => {
     const query = listQuery.parse(req.query);
-    const leases = (await findLeases(deps, query))
+    // Without another filter, `state=revoked|expired` reads the settled index: the unsettled one holds none.
+    const settled = query.state !== undefined && TERMINAL_LEASE_STATES.has(query.state);
+    const leases = (await findLeases(deps, { ...query, settled }))
       .filter((lease) => !query.state || lease.state === query.state)
       .sort((a, b) => a.createdAtMs - b.createdAtMs);
     res.json({ leases: leases.slice(0, query.limit).map(leaseView), total: leases.length });
