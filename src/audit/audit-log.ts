@@ -54,6 +54,16 @@ export function createAuditLog(redis: Redis, keys: RedisKeys) {
       await redis.xadd(keys.audit(), '*', 'event', JSON.stringify(event));
     },
 
+    /** Several events in one round trip, in order. */
+    async appendMany(events: readonly AuditEvent[]): Promise<void> {
+      if (events.length === 0) return;
+      const pipeline = redis.pipeline();
+      for (const event of events) pipeline.xadd(keys.audit(), '*', 'event', JSON.stringify(event));
+      const replies = (await pipeline.exec()) ?? [];
+      const failed = replies.find(([error]) => error);
+      if (failed) throw failed[0];
+    },
+
     async query(filter: AuditFilter): Promise<StoredAuditEvent[]> {
       const out: StoredAuditEvent[] = [];
       let start = '-';

@@ -1,6 +1,10 @@
 /** A small client for the admin API: `TASKLEASE_ADDR` and the caller's token in `TASKLEASE_TOKEN`, like the Vault CLI. */
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -16,7 +20,8 @@ export function createApiClient(addr: string, token: string | undefined) {
       throw new ApiError(0, 'unreachable', `cannot reach ${addr}: ${error.message}`);
     });
     const payload = (await response.json().catch(() => ({}))) as { error?: string; message?: string };
-    if (!response.ok) throw new ApiError(response.status, payload.error ?? 'error', payload.message ?? response.statusText);
+    if (!response.ok)
+      throw new ApiError(response.status, payload.error ?? 'error', payload.message ?? response.statusText);
     return payload as T;
   };
 }

@@ -32,7 +32,10 @@ export function buildProgram(): Command {
     .option('--aud <audience>', 'audience', 'tasklease')
     .action(async (options) => {
       const token = await mintDevToken(path.resolve(getEnv().TASKLEASE_DEV_DIR), {
-        subject: options.sub, ttlSeconds: Number(options.ttl), claims: options.claim, audience: options.aud,
+        subject: options.sub,
+        ttlSeconds: Number(options.ttl),
+        claims: options.claim,
+        audience: options.aud,
       });
       process.stdout.write(`${token}\n`);
     });
@@ -41,7 +44,9 @@ export function buildProgram(): Command {
     .command('keys')
     .description('signing keys')
     .command('generate')
-    .description('print a new ES256 private JWKS for TASKLEASE_SIGNING_KEYS (to rotate, put it first and keep the old key after it)')
+    .description(
+      'print a new ES256 private JWKS for TASKLEASE_SIGNING_KEYS (to rotate, put it first and keep the old key after it)',
+    )
     .action(async () => printJson(await generateSigningJwks()));
 
   return program;

@@ -5,7 +5,16 @@ const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use lower-case lette
 const seconds = (max: number) => z.number().int().positive().max(max);
 
 export const ASYMMETRIC_ALGORITHMS = [
-  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
 ] as const;
 
 const issuerSchema = z
@@ -21,7 +30,10 @@ const issuerSchema = z
     maxTokenLifetimeSeconds: seconds(7 * 24 * 3600).default(3600),
     clockSkewSeconds: z.number().int().min(0).max(300).default(30),
     /** Narrows the asymmetric allowlist further; HMAC and `none` can never be listed. */
-    algorithms: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).min(1).default([...ASYMMETRIC_ALGORITHMS]),
+    algorithms: z
+      .array(z.enum(ASYMMETRIC_ALGORITHMS))
+      .min(1)
+      .default([...ASYMMETRIC_ALGORITHMS]),
     /** How often a remote JWKS is refreshed in the background. */
     jwksRefreshSeconds: seconds(86400).default(300),
   })
@@ -45,16 +57,28 @@ const jwtGrantSchema = z.strictObject({
 
 const unavailableProvider = (provider: 'aws-sts' | 'vault') =>
   z.looseObject({ provider: z.literal(provider) }).transform((_, ctx) => {
-    ctx.addIssue({ code: 'custom', path: ['provider'], message: `provider "${provider}" is not available in this build yet` });
+    ctx.addIssue({
+      code: 'custom',
+      path: ['provider'],
+      message: `provider "${provider}" is not available in this build yet`,
+    });
     return z.NEVER;
   });
 
 export const grantSchema = z
-  .discriminatedUnion('provider', [jwtGrantSchema, unavailableProvider('aws-sts'), unavailableProvider('vault')])
+  .discriminatedUnion('provider', [
+    jwtGrantSchema,
+    unavailableProvider('aws-sts'),
+    unavailableProvider('vault'),
+  ])
   .superRefine((grant, ctx) => {
     // Fails closed: step-up approval is not built yet, so a grant that needs it cannot be configured.
     if (grant.approval === 'required') {
-      ctx.addIssue({ code: 'custom', path: ['approval'], message: 'step-up approval is not available in this build yet' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['approval'],
+        message: 'step-up approval is not available in this build yet',
+      });
     }
   });
 
@@ -69,14 +93,19 @@ export const configSchema = z
     issuers: z.array(issuerSchema).min(1),
     grants: z.record(name, grantSchema),
     policies: z.string().min(1),
-    admins: z.array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) })).default([]),
+    admins: z
+      .array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) }))
+      .default([]),
     /** Identities allowed to introspect broker-issued tokens (RFC 7662), besides admins. */
     resourceServers: z.array(principalsSchema).default([]),
     broker: z
       .strictObject({
         /** `iss` of broker-signed JWTs and task records. */
         issuer: z.string().min(1).default('tasklease'),
-        redisPrefix: z.string().regex(/^[A-Za-z0-9:_-]{1,32}$/).default('tl:'),
+        redisPrefix: z
+          .string()
+          .regex(/^[A-Za-z0-9:_-]{1,32}$/)
+          .default('tl:'),
         defaultTaskTtlSeconds: seconds(7 * 86400).default(3600),
         maxTaskTtlSeconds: seconds(7 * 86400).default(86400),
         /** Cap on active leases across the broker; beyond it, issuance answers 429. */
@@ -101,20 +130,32 @@ export const configSchema = z
     const issuerNames = new Set<string>();
     config.issuers.forEach((issuer, index) => {
       if (issuerNames.has(issuer.name)) {
-        ctx.addIssue({ code: 'custom', path: ['issuers', index, 'name'], message: `duplicate issuer name "${issuer.name}"` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['issuers', index, 'name'],
+          message: `duplicate issuer name "${issuer.name}"`,
+        });
       }
       issuerNames.add(issuer.name);
     });
     const checkIssuer = (list: 'admins' | 'resourceServers') =>
       config[list].forEach((entry, index) => {
         if (!issuerNames.has(entry.issuer)) {
-          ctx.addIssue({ code: 'custom', path: [list, index, 'issuer'], message: `no issuer named "${entry.issuer}"` });
+          ctx.addIssue({
+            code: 'custom',
+            path: [list, index, 'issuer'],
+            message: `no issuer named "${entry.issuer}"`,
+          });
         }
       });
     checkIssuer('admins');
     checkIssuer('resourceServers');
     if (config.broker.defaultTaskTtlSeconds > config.broker.maxTaskTtlSeconds) {
-      ctx.addIssue({ code: 'custom', path: ['broker', 'defaultTaskTtlSeconds'], message: 'exceeds maxTaskTtlSeconds' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['broker', 'defaultTaskTtlSeconds'],
+        message: 'exceeds maxTaskTtlSeconds',
+      });
     }
   });
 

@@ -6,18 +6,39 @@ export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, summary: 'The request body or query is malformed or fails validation.' },
   invalid_json: { status: 400, summary: 'The body is not valid JSON.' },
   payload_too_large: { status: 413, summary: 'The body is larger than the limit (64 KiB).' },
-  unsupported_media_type: { status: 415, summary: 'The body is not JSON (or a form where the call accepts one).' },
-  unauthenticated: { status: 401, summary: 'No identity token, or one that failed verification. The reason is logged, never returned.' },
-  forbidden: { status: 403, summary: 'The identity may not make this call (not an admin, not the task owner, not a resource server).' },
+  unsupported_media_type: {
+    status: 415,
+    summary: 'The body is not JSON (or a form where the call accepts one).',
+  },
+  unauthenticated: {
+    status: 401,
+    summary: 'No identity token, or one that failed verification. The reason is logged, never returned.',
+  },
+  forbidden: {
+    status: 403,
+    summary: 'The identity may not make this call (not an admin, not the task owner, not a resource server).',
+  },
   policy_denied: { status: 403, summary: 'The Cedar policy did not permit this request.' },
-  not_found: { status: 404, summary: 'No such route, or no such task, lease or record visible to the caller.' },
+  not_found: {
+    status: 404,
+    summary: 'No such route, or no such task, lease or record visible to the caller.',
+  },
   unknown_grant: { status: 400, summary: 'The grant is not configured.' },
-  grant_not_declared: { status: 403, summary: 'The task declared a list of grants and this one is not in it.' },
-  task_not_open: { status: 409, summary: 'The task is completed or expired; no credential can be issued in it.' },
+  grant_not_declared: {
+    status: 403,
+    summary: 'The task declared a list of grants and this one is not in it.',
+  },
+  task_not_open: {
+    status: 409,
+    summary: 'The task is completed or expired; no credential can be issued in it.',
+  },
   task_already_completed: { status: 409, summary: 'The task was completed before.' },
   lease_not_active: { status: 409, summary: 'The lease is already revoked, expired or being revoked.' },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
-  unavailable: { status: 503, summary: 'A dependency (Redis, a credential backend) is unavailable; nothing was issued.' },
+  unavailable: {
+    status: 503,
+    summary: 'A dependency (Redis, a credential backend) is unavailable; nothing was issued.',
+  },
   internal: { status: 500, summary: 'An unexpected error; the detail is in the log.' },
 } as const;
 

@@ -31,7 +31,15 @@ export function createApp(deps: AppDeps): Express {
   app.use((req, res, next) => {
     const startedMs = performance.now();
     res.on('finish', () => {
-      deps.logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Math.round(performance.now() - startedMs) }, 'request');
+      deps.logger.debug(
+        {
+          method: req.method,
+          path: req.path,
+          status: res.statusCode,
+          ms: Math.round(performance.now() - startedMs),
+        },
+        'request',
+      );
     });
     next();
   });

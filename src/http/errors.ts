@@ -18,12 +18,15 @@ const fromBodyParser = (error: { type?: string; status?: number }): BrokerError 
     case 'charset.unsupported':
       return new BrokerError('unsupported_media_type', 'unsupported body encoding');
     default:
-      return error.status && error.status < 500 && error.type ? new BrokerError('invalid_request', 'malformed body') : null;
+      return error.status && error.status < 500 && error.type
+        ? new BrokerError('invalid_request', 'malformed body')
+        : null;
   }
 };
 
 /** Redis unreachable (ioredis: offline queue disabled, connection closed, retries exhausted, timeouts). */
-const REDIS_DOWN = /Stream isn't writeable|Connection is closed|MaxRetriesPerRequest|Command timed out|ECONNREFUSED|ECONNRESET/;
+const REDIS_DOWN =
+  /Stream isn't writeable|Connection is closed|MaxRetriesPerRequest|Command timed out|ECONNREFUSED|ECONNRESET/;
 const isRedisUnavailable = (error: unknown): boolean =>
   error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
 
@@ -39,15 +42,24 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       known = new BrokerError('invalid_request', issues.join('; '));
     }
     if (!known && isRedisUnavailable(error)) {
-      known = new BrokerError('unavailable', 'the lease store is unavailable; nothing was issued', { cause: error });
+      known = new BrokerError(
+        'unavailable',
+        'a backend the broker needs is unavailable; nothing was issued',
+        { cause: error },
+      );
     }
     if (!known) {
       logger.error({ err: error, method: req.method, path: req.path }, 'unhandled error');
       known = new BrokerError('internal', 'internal error');
     } else if (known.status >= 500) {
-      logger.error({ err: known.cause ?? known, detail: known.detail, code: known.code, path: req.path }, known.message);
+      logger.error(
+        { err: known.cause ?? known, detail: known.detail, code: known.code, path: req.path },
+        known.message,
+      );
     }
     if (res.headersSent) return;
-    res.status(known.status).json({ error: known.code, message: known.expose ? known.message : 'internal error' });
+    res
+      .status(known.status)
+      .json({ error: known.code, message: known.expose ? known.message : 'internal error' });
   };
 }

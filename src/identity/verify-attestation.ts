@@ -31,7 +31,10 @@ const reasonOf = (error: unknown): string =>
  * own keys must have signed it (a token naming issuer A but signed by B fails). Algorithms are the
  * asymmetric allowlist, so `none` and HMAC-with-a-public-key can never verify.
  */
-export function createAttestationVerifier(issuers: readonly IssuerConfig[], options: VerifierOptions): AttestationVerifier {
+export function createAttestationVerifier(
+  issuers: readonly IssuerConfig[],
+  options: VerifierOptions,
+): AttestationVerifier {
   const now = options.nowMs ?? Date.now;
   const byIss = new Map<string, { config: IssuerConfig; keys: IssuerKeySet }>();
   for (const config of issuers) {
@@ -78,7 +81,10 @@ export function createAttestationVerifier(issuers: readonly IssuerConfig[], opti
       return reject('token expires beyond the issuer maximum lifetime from now', config.name);
     }
     if (startedAt !== undefined && exp - startedAt > config.maxTokenLifetimeSeconds) {
-      return reject(`token lifetime ${exp - startedAt}s exceeds the issuer maximum ${config.maxTokenLifetimeSeconds}s`, config.name);
+      return reject(
+        `token lifetime ${exp - startedAt}s exceeds the issuer maximum ${config.maxTokenLifetimeSeconds}s`,
+        config.name,
+      );
     }
     const claims = stringClaims(payload);
     const subject = claims[config.subjectClaim];

@@ -14,7 +14,9 @@ export const LOCK_MS = 5_000;
 export const STALLED_CHECK_MS = 2_500;
 
 export function startRevocationWorker(
-  deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'> & { queue: Pick<RevocationQueue, 'cancelExpiry'> },
+  deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'> & {
+    queue: Pick<RevocationQueue, 'cancelExpiry'>;
+  },
   connection: Redis,
   keys: RedisKeys,
 ) {
@@ -24,7 +26,8 @@ export function startRevocationWorker(
       const attempts = job.opts.attempts ?? 1;
       const result = await settleLease(deps, job.data.leaseId, { final: job.attemptsMade + 1 >= attempts });
       // The delayed expiry job of a lease revoked early would only no-op later; drop it now.
-      if (job.name === 'revoke' && result === 'settled') await deps.queue.cancelExpiry(job.data.leaseId).catch(() => undefined);
+      if (job.name === 'revoke' && result === 'settled')
+        await deps.queue.cancelExpiry(job.data.leaseId).catch(() => undefined);
       return result;
     },
     {

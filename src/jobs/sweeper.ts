@@ -4,6 +4,7 @@ import type { LeaseStore } from '../leases/lease-store';
 import { expiryJobId, revokeJobId, type RevocationQueue } from '../leases/revocation-queue';
 
 const BATCH = 1000;
+const MAX_PAGES = 10;
 
 export interface SweeperDeps {
   redis: Redis;
@@ -24,19 +25,34 @@ export interface SweeperDeps {
  */
 export async function sweepOnce(deps: SweeperDeps): Promise<number> {
   const nowMs = deps.nowMs();
-  const ids = await deps.leases.dueIds(nowMs - deps.graceMs, BATCH);
-  if (ids.length > 0) {
-    const pipeline = deps.redis.pipeline();
-    for (const id of ids) pipeline.hget(deps.keys.lease(id), 'state');
-    const states = ((await pipeline.exec()) ?? []).map(([, state]) => state as string | null);
-    const jobs = ids.map((leaseId, index) => {
-      const revoking = states[index] === 'revoking';
-      return { name: revoking ? 'revoke' : 'expire', data: { leaseId }, opts: { jobId: revoking ? revokeJobId(leaseId) : expiryJobId(leaseId) } };
-    });
-    await deps.queue.queue.addBulk(jobs);
+  let requeued = 0;
+  // Up to MAX_PAGES pages a tick: a burst of lost jobs is re-queued in seconds, a steady state costs one read.
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const ids = await deps.leases.dueIds(nowMs - deps.graceMs, BATCH, page * BATCH);
+    if (ids.length > 0) await requeue(deps, ids);
+    requeued += ids.length;
+    if (ids.length < BATCH) break;
   }
-  await deps.leases.purgeSettled(nowMs, BATCH);
-  return ids.length;
+  // Purge keeps up with any settlement rate: a full batch means there may be more.
+  for (let page = 0; page < MAX_PAGES; page++) {
+    if ((await deps.leases.purgeSettled(nowMs, BATCH)) < BATCH) break;
+  }
+  return requeued;
+}
+
+async function requeue(deps: SweeperDeps, ids: string[]): Promise<void> {
+  const pipeline = deps.redis.pipeline();
+  for (const id of ids) pipeline.hget(deps.keys.lease(id), 'state');
+  const states = ((await pipeline.exec()) ?? []).map(([, state]) => state as string | null);
+  const jobs = ids.map((leaseId, index) => {
+    const revoking = states[index] === 'revoking';
+    return {
+      name: revoking ? 'revoke' : 'expire',
+      data: { leaseId },
+      opts: { jobId: revoking ? revokeJobId(leaseId) : expiryJobId(leaseId) },
+    };
+  });
+  await deps.queue.queue.addBulk(jobs);
 }
 
 export function startSweeper(deps: SweeperDeps): { stop(): Promise<void> } {

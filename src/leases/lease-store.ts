@@ -62,7 +62,8 @@ return #ids`;
 
 /**
  * Moves an active (or irrevocable) lease to revoking and makes it due now, so the sweeper re-queues it if
- * the revocation job is lost. KEYS: lease, due   ARGV: id, nowMs, reason
+ * the revocation job is lost. Answers 'started', or the state that prevented it.
+ * KEYS: lease, due   ARGV: id, nowMs, reason
  */
 const MARK_REVOKING = `
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -70,7 +71,7 @@ if not state then return 'missing' end
 if state ~= 'active' and state ~= 'irrevocable' then return state end
 redis.call('HSET', KEYS[1], 'state', 'revoking', 'revokeReason', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 'revoking'`;
+return 'started'`;
 
 /** KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error */
 const MARK_IRREVOCABLE = `
@@ -183,8 +184,21 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
       return run(MARK_REVOKING, [keys.lease(leaseId), keys.due()], [leaseId, nowMs, reason]);
     },
 
-    async settle(leaseId: string, taskId: string, state: 'revoked' | 'expired', revocation: string, nowMs: number, reason = '') {
-      const keyList = [keys.lease(leaseId), keys.due(), keys.irrevocable(), keys.task(taskId), keys.settled()];
+    async settle(
+      leaseId: string,
+      taskId: string,
+      state: 'revoked' | 'expired',
+      revocation: string,
+      nowMs: number,
+      reason = '',
+    ) {
+      const keyList = [
+        keys.lease(leaseId),
+        keys.due(),
+        keys.irrevocable(),
+        keys.task(taskId),
+        keys.settled(),
+      ];
       return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason]);
     },
 
@@ -195,16 +209,24 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
     },
 
     async recordFailure(leaseId: string, error: string): Promise<void> {
-      await redis.multi().hset(keys.lease(leaseId), 'lastError', error).hincrby(keys.lease(leaseId), 'attempts', 1).exec();
+      await redis
+        .multi()
+        .hset(keys.lease(leaseId), 'lastError', error)
+        .hincrby(keys.lease(leaseId), 'attempts', 1)
+        .exec();
     },
 
     async markIrrevocable(leaseId: string, error: string, nowMs: number, retryAtMs: number): Promise<string> {
-      return run(MARK_IRREVOCABLE, [keys.lease(leaseId), keys.due(), keys.irrevocable()], [leaseId, nowMs, retryAtMs, error]);
+      return run(
+        MARK_IRREVOCABLE,
+        [keys.lease(leaseId), keys.due(), keys.irrevocable()],
+        [leaseId, nowMs, retryAtMs, error],
+      );
     },
 
     /** Unsettled leases the sweeper must act on: due at or before `untilMs`. */
-    dueIds(untilMs: number, limit: number): Promise<string[]> {
-      return redis.zrangebyscore(keys.due(), '-inf', untilMs, 'LIMIT', 0, limit);
+    dueIds(untilMs: number, limit: number, offset = 0): Promise<string[]> {
+      return redis.zrangebyscore(keys.due(), '-inf', untilMs, 'LIMIT', offset, limit);
     },
 
     /** A due entry whose lease record is gone (never expected): drop it so the sweeper does not spin on it. */

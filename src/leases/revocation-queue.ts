@@ -37,12 +37,22 @@ export function createRevocationQueue(connection: Redis, keys: RedisKeys, option
   return {
     queue,
     async scheduleExpiry(leaseId: string, expiresAtMs: number, nowMs: number): Promise<void> {
-      await queue.add('expire', { leaseId }, { jobId: expiryJobId(leaseId), delay: Math.max(0, expiresAtMs - nowMs) });
+      await queue.add(
+        'expire',
+        { leaseId },
+        { jobId: expiryJobId(leaseId), delay: Math.max(0, expiresAtMs - nowMs) },
+      );
     },
     async revokeNow(leaseIds: readonly string[]): Promise<void> {
       for (let i = 0; i < leaseIds.length; i += 1000) {
         const batch = leaseIds.slice(i, i + 1000);
-        await queue.addBulk(batch.map((leaseId) => ({ name: 'revoke', data: { leaseId }, opts: { jobId: revokeJobId(leaseId) } })));
+        await queue.addBulk(
+          batch.map((leaseId) => ({
+            name: 'revoke',
+            data: { leaseId },
+            opts: { jobId: revokeJobId(leaseId) },
+          })),
+        );
       }
     },
     /** Drops the delayed expiry job of a lease settled early (it would be a no-op anyway). */

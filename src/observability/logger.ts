@@ -5,13 +5,29 @@ import pino, { type Logger } from 'pino';
  * are censored in case a future line tries.
  */
 export const REDACTED_PATHS = [
-  'token', 'credential', 'subject_token', 'access_token', 'authorization', 'secretAccessKey', 'sessionToken',
-  '*.token', '*.credential', '*.subject_token', '*.access_token', '*.authorization', '*.secretAccessKey',
-  '*.sessionToken', 'req.headers.authorization', 'headers.authorization',
+  'token',
+  'credential',
+  'subject_token',
+  'access_token',
+  'authorization',
+  'secretAccessKey',
+  'sessionToken',
+  '*.token',
+  '*.credential',
+  '*.subject_token',
+  '*.access_token',
+  '*.authorization',
+  '*.secretAccessKey',
+  '*.sessionToken',
+  'req.headers.authorization',
+  'headers.authorization',
 ];
 
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, base: { service: 'tasklease' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination);
+  return pino(
+    { level, base: { service: 'tasklease' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+    destination,
+  );
 }
 
 export type { Logger };

@@ -3,9 +3,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /** One registry per process, built in the wiring (no global default registry). */
-export function createMetrics(counts: { unsettled: () => Promise<number>; irrevocable: () => Promise<number> }) {
+export function createMetrics(counts: {
+  unsettled: () => Promise<number>;
+  irrevocable: () => Promise<number>;
+}) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'tasklease_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'tasklease_' });
   const safely = async (read: () => Promise<number>) => read().catch(() => Number.NaN);
   return {
     registry,
@@ -16,10 +19,30 @@ export function createMetrics(counts: { unsettled: () => Promise<number>; irrevo
       buckets: [0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
-    issued: new Counter({ name: 'tasklease_credentials_issued_total', help: 'Credentials issued', labelNames: ['grant', 'provider'] as const, registers: [registry] }),
-    denials: new Counter({ name: 'tasklease_policy_denials_total', help: 'Requests the policy denied', labelNames: ['action'] as const, registers: [registry] }),
-    rejectedTokens: new Counter({ name: 'tasklease_identity_rejections_total', help: 'Identity tokens refused', labelNames: ['issuer'] as const, registers: [registry] }),
-    settled: new Counter({ name: 'tasklease_leases_settled_total', help: 'Leases revoked or expired', labelNames: ['state', 'provider'] as const, registers: [registry] }),
+    issued: new Counter({
+      name: 'tasklease_credentials_issued_total',
+      help: 'Credentials issued',
+      labelNames: ['grant', 'provider'] as const,
+      registers: [registry],
+    }),
+    denials: new Counter({
+      name: 'tasklease_policy_denials_total',
+      help: 'Requests the policy denied',
+      labelNames: ['action'] as const,
+      registers: [registry],
+    }),
+    rejectedTokens: new Counter({
+      name: 'tasklease_identity_rejections_total',
+      help: 'Identity tokens refused',
+      labelNames: ['issuer'] as const,
+      registers: [registry],
+    }),
+    settled: new Counter({
+      name: 'tasklease_leases_settled_total',
+      help: 'Leases revoked or expired',
+      labelNames: ['state', 'provider'] as const,
+      registers: [registry],
+    }),
     revocationLagSeconds: new Histogram({
       name: 'tasklease_revocation_lag_seconds',
       help: 'Time from a lease expiry to its settlement by the worker',

@@ -21,4 +21,6 @@ export function adminPermissions(config: Pick<Config, 'admins'>, identity: Ident
 }
 
 export const isResourceServer = (config: Pick<Config, 'resourceServers'>, identity: Identity): boolean =>
-  config.resourceServers.some((entry) => entry.issuer === identity.issuer && entry.subjects.includes(identity.subject));
+  config.resourceServers.some(
+    (entry) => entry.issuer === identity.issuer && entry.subjects.includes(identity.subject),
+  );

@@ -58,13 +58,23 @@ let generation = 0;
 export function createPolicyEngine(location: string): PolicyEngine {
   let setId = '';
   let policyCount = 0;
+  let forbids = new Set<string>();
 
   const load = () => {
     const policies = readPolicies(location);
+    const nextForbids = new Set<string>();
+    for (const [id, text] of Object.entries(policies)) {
+      const json = cedar.policyToJson(text);
+      if (json.type === 'failure')
+        throw new PolicyLoadError(`${id}: ${json.errors.map((error) => error.message).join('; ')}`);
+      if (json.json.effect === 'forbid') nextForbids.add(id);
+    }
     const nextId = `tasklease-${++generation}`;
     const parsed = cedar.preparsePolicySet(nextId, { staticPolicies: policies });
-    if (parsed.type === 'failure') throw new PolicyLoadError(parsed.errors.map((error) => error.message).join('; '));
+    if (parsed.type === 'failure')
+      throw new PolicyLoadError(parsed.errors.map((error) => error.message).join('; '));
     setId = nextId;
+    forbids = nextForbids;
     policyCount = Object.keys(policies).length;
     return { policyCount };
   };
@@ -79,12 +89,28 @@ export function createPolicyEngine(location: string): PolicyEngine {
       const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: setId });
       // Fails closed: an evaluation failure is a denial, with the error as the reason.
       if (answer.type === 'failure') {
-        return { allowed: false, policyIds: [], reason: `policy evaluation failed: ${answer.errors.map((e) => e.message).join('; ')}` };
+        return {
+          allowed: false,
+          policyIds: [],
+          reason: `policy evaluation failed: ${answer.errors.map((e) => e.message).join('; ')}`,
+        };
       }
       const { decision, diagnostics } = answer.response;
       const policyIds = diagnostics.reason;
       const errors = diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`);
-      if (decision === 'allow') return { allowed: true, policyIds, reason: `permitted by ${policyIds.join(', ')}` };
+      // Fails closed: Cedar skips a policy whose condition errors, so a forbid that errored (say, on a claim
+      // the token lacks) would let a broad permit through. Here it denies instead.
+      const brokenForbids = diagnostics.errors.filter((e) => forbids.has(e.policyId));
+      if (brokenForbids.length > 0) {
+        const ids = brokenForbids.map((e) => e.policyId);
+        return {
+          allowed: false,
+          policyIds: ids,
+          reason: `forbid policy ${ids.join(', ')} could not be evaluated (${errors.join('; ')}): denied`,
+        };
+      }
+      if (decision === 'allow')
+        return { allowed: true, policyIds, reason: `permitted by ${policyIds.join(', ')}` };
       const reason =
         policyIds.length > 0
           ? `forbidden by ${policyIds.join(', ')}`

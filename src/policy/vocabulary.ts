@@ -32,7 +32,10 @@ const workload = (identity: Identity): EntityJson => ({
   parents: [],
 });
 
-const taskContext = (task: Pick<Task, 'id' | 'purpose' | 'ticket' | 'ref' | 'grants' | 'createdAtMs'>, nowMs: number) => ({
+const taskContext = (
+  task: Pick<Task, 'id' | 'purpose' | 'ticket' | 'ref' | 'grants' | 'createdAtMs'>,
+  nowMs: number,
+) => ({
   id: task.id,
   purpose: task.purpose,
   ticket: task.ticket,
@@ -41,7 +44,12 @@ const taskContext = (task: Pick<Task, 'id' | 'purpose' | 'ticket' | 'ref' | 'gra
   ageSeconds: Math.max(0, Math.floor((nowMs - task.createdAtMs) / 1000)),
 });
 
-export function declareTaskRequest(identity: Identity, task: Task, ttlSeconds: number, nowMs: number): PolicyRequest {
+export function declareTaskRequest(
+  identity: Identity,
+  task: Task,
+  ttlSeconds: number,
+  nowMs: number,
+): PolicyRequest {
   return {
     principal: { type: 'Workload', id: identity.subject },
     action: { type: 'Action', id: 'declareTask' },

@@ -1,4 +1,11 @@
-import { exportJWK, generateKeyPair, importJWK, calculateJwkThumbprint, type JWK, type CryptoKey } from 'jose';
+import {
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  calculateJwkThumbprint,
+  type JWK,
+  type CryptoKey,
+} from 'jose';
 
 export interface SigningKey {
   kid: string;
@@ -20,7 +27,11 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'] as const;
 
 const algFor = (jwk: JWK): string => {
   if (jwk.alg) return jwk.alg;
-  if (jwk.kty === 'EC') return ({ 'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512' } as Record<string, string>)[jwk.crv ?? ''] ?? '';
+  if (jwk.kty === 'EC')
+    return (
+      ({ 'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512' } as Record<string, string>)[jwk.crv ?? ''] ??
+      ''
+    );
   if (jwk.kty === 'OKP') return 'EdDSA';
   if (jwk.kty === 'RSA') return 'RS256';
   return '';
@@ -41,7 +52,8 @@ export async function loadSigningKeys(jwksJson: string): Promise<SigningKeyRing>
   for (const [index, jwk] of parsed.keys.entries()) {
     const alg = algFor(jwk);
     // Fails closed: symmetric keys would make every verifier a signer.
-    if (!alg || alg.startsWith('HS') || jwk.kty === 'oct') throw new Error(`signing key ${index}: asymmetric keys only`);
+    if (!alg || alg.startsWith('HS') || jwk.kty === 'oct')
+      throw new Error(`signing key ${index}: asymmetric keys only`);
     if (!jwk.d) throw new Error(`signing key ${index}: a private key is required (no "d")`);
     const kid = jwk.kid ?? (await calculateJwkThumbprint(jwk));
     const privateKey = (await importJWK({ ...jwk, alg }, alg)) as CryptoKey;

@@ -34,14 +34,16 @@ export async function signTaskRecord(
       completedAt: task.completedAtMs ? new Date(task.completedAtMs).toISOString() : null,
     },
     grantsIssued: [...new Set(leases.map((lease) => lease.grant))].sort(),
-    leases: leases.map((lease) => ({
-      id: lease.id,
-      grant: lease.grant,
-      provider: lease.provider,
-      issuedAt: new Date(lease.createdAtMs).toISOString(),
-      expiresAt: new Date(lease.expiresAtMs).toISOString(),
-      credentialSha256: lease.credentialSha256,
-    })),
+    leases: [...leases]
+      .sort((a, b) => a.createdAtMs - b.createdAtMs || a.id.localeCompare(b.id))
+      .map((lease) => ({
+        id: lease.id,
+        grant: lease.grant,
+        provider: lease.provider,
+        issuedAt: new Date(lease.createdAtMs).toISOString(),
+        expiresAt: new Date(lease.expiresAtMs).toISOString(),
+        credentialSha256: lease.credentialSha256,
+      })),
   })
     .setProtectedHeader({ alg: active.alg, kid: active.kid, typ: TASK_RECORD_TYPE })
     .setIssuer(brokerIssuer)

@@ -62,7 +62,6 @@ export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retent
           activeLeases: 0,
         })
         .expireat(key, expireAtSeconds)
-        .expireat(keys.taskLeases(task.id), expireAtSeconds)
         .exec();
     },
 
@@ -72,9 +71,7 @@ export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retent
 
     async complete(taskId: string, outcome: TaskOutcome, summary: string, nowMs: number) {
       return (await redis.eval(COMPLETE_TASK, 1, keys.task(taskId), outcome, summary, nowMs)) as
-        | 'completed'
-        | 'already'
-        | 'missing';
+        'completed' | 'already' | 'missing';
     },
 
     leaseIds: (taskId: string) => redis.smembers(keys.taskLeases(taskId)),

@@ -16,15 +16,29 @@ export async function completeTask(
   await loadOwnTask(deps.tasks, identity, taskId, nowMs);
   const result = await deps.tasks.complete(taskId, input.outcome, input.summary ?? '', nowMs);
   if (result === 'missing') throw new BrokerError('not_found', 'no such task');
-  if (result === 'already') throw new BrokerError('task_already_completed', 'the task was already completed');
-
   const leases = await deps.leases.getMany(await deps.tasks.leaseIds(taskId));
-  const revocation = await requestRevocation(deps, leases, `task completed: ${input.outcome}`, `${identity.issuer}/${identity.subject}`);
+  if (result === 'already') {
+    // A completion that failed half-way (task closed, revocations not started) is finished by the retry.
+    await requestRevocation(deps, leases, 'task completed', `${identity.issuer}/${identity.subject}`);
+    throw new BrokerError('task_already_completed', 'the task was already completed');
+  }
+  const revocation = await requestRevocation(
+    deps,
+    leases,
+    `task completed: ${input.outcome}`,
+    `${identity.issuer}/${identity.subject}`,
+  );
   const task = await deps.tasks.get(taskId, nowMs);
   if (!task) throw new BrokerError('not_found', 'no such task');
   await deps.audit.append({
-    type: 'task.completed', atMs: nowMs, issuer: identity.issuer, subject: identity.subject, task: taskId,
-    ticket: task.ticket, ref: task.ref, reason: input.outcome,
+    type: 'task.completed',
+    atMs: nowMs,
+    issuer: identity.issuer,
+    subject: identity.subject,
+    task: taskId,
+    ticket: task.ticket,
+    ref: task.ref,
+    reason: input.outcome,
     detail: { leases: leases.length, revocationsStarted: revocation.revoked },
   });
   const record = await signTaskRecord(deps.signingKeys, deps.config.broker.issuer, task, leases, nowMs);

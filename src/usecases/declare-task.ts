@@ -13,7 +13,10 @@ export interface DeclareTaskInput {
 }
 
 export async function declareTask(
-  deps: Pick<BrokerDeps, 'config' | 'tasks' | 'policy' | 'audit' | 'signingKeys' | 'events' | 'nowMs' | 'newId'>,
+  deps: Pick<
+    BrokerDeps,
+    'config' | 'tasks' | 'policy' | 'audit' | 'signingKeys' | 'events' | 'nowMs' | 'newId'
+  >,
   identity: Identity,
   input: DeclareTaskInput,
 ) {
@@ -21,7 +24,10 @@ export async function declareTask(
   const unknown = (input.grants ?? []).filter((grant) => !config.grants[grant]);
   if (unknown.length > 0) throw new BrokerError('unknown_grant', `unknown grant(s): ${unknown.join(', ')}`);
   const nowMs = deps.nowMs();
-  const ttlSeconds = Math.min(input.ttlSeconds ?? config.broker.defaultTaskTtlSeconds, config.broker.maxTaskTtlSeconds);
+  const ttlSeconds = Math.min(
+    input.ttlSeconds ?? config.broker.defaultTaskTtlSeconds,
+    config.broker.maxTaskTtlSeconds,
+  );
   const task: Task = {
     id: deps.newId(),
     issuer: identity.issuer,
@@ -40,15 +46,31 @@ export async function declareTask(
   const decision = deps.policy.evaluate(declareTaskRequest(identity, task, ttlSeconds, nowMs));
   const who = { issuer: identity.issuer, subject: identity.subject, tokenSha256: identity.tokenSha256 };
   if (!decision.allowed) {
-    deps.events.denied('declareTask', decision.reason, { issuer: identity.issuer, subject: identity.subject });
-    await deps.audit.append({ type: 'task.denied', atMs: nowMs, ...who, ticket: task.ticket, ref: task.ref, reason: decision.reason });
+    deps.events.denied('declareTask', decision.reason, {
+      issuer: identity.issuer,
+      subject: identity.subject,
+    });
+    await deps.audit.append({
+      type: 'task.denied',
+      atMs: nowMs,
+      ...who,
+      ticket: task.ticket,
+      ref: task.ref,
+      reason: decision.reason,
+    });
     throw new BrokerError('policy_denied', 'the policy does not permit declaring this task');
   }
 
   await deps.tasks.create(task);
   await deps.audit.append({
-    type: 'task.declared', atMs: nowMs, ...who, task: task.id, ticket: task.ticket, ref: task.ref,
-    reason: decision.reason, detail: { purpose: task.purpose, ttlSeconds },
+    type: 'task.declared',
+    atMs: nowMs,
+    ...who,
+    task: task.id,
+    ticket: task.ticket,
+    ref: task.ref,
+    reason: decision.reason,
+    detail: { purpose: task.purpose, ttlSeconds },
   });
   const record = await signTaskRecord(deps.signingKeys, config.broker.issuer, task, [], nowMs);
   return {

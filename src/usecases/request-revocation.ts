@@ -2,6 +2,8 @@ import type { Lease } from '../domain/types';
 import type { LeaseSelector } from '../leases/lease-store';
 import type { BrokerDeps } from './deps';
 
+const REVOKE_CHUNK = 500;
+
 export interface RevocationSummary {
   matched: number;
   revoked: number;
@@ -21,33 +23,51 @@ export async function requestRevocation(
   actor: string,
   options: { dryRun?: boolean } = {},
 ): Promise<RevocationSummary> {
-  const live = leases.filter((lease) => lease.state === 'active' || lease.state === 'irrevocable' || lease.state === 'revoking');
+  const live = leases.filter(
+    (lease) => lease.state === 'active' || lease.state === 'irrevocable' || lease.state === 'revoking',
+  );
   const byGrant: Record<string, number> = {};
   const byProvider: Record<string, number> = {};
   for (const lease of live) {
     byGrant[lease.grant] = (byGrant[lease.grant] ?? 0) + 1;
     byProvider[lease.provider] = (byProvider[lease.provider] ?? 0) + 1;
   }
-  if (options.dryRun) return { matched: live.length, revoked: 0, byGrant, byProvider, leaseIds: live.map((l) => l.id) };
+  if (options.dryRun)
+    return { matched: live.length, revoked: 0, byGrant, byProvider, leaseIds: live.map((l) => l.id) };
 
   const nowMs = deps.nowMs();
-  const started: string[] = [];
-  for (const lease of live) {
-    const state = await deps.leases.markRevoking(lease.id, reason, nowMs);
-    // A lease already revoking has its job queued (or the sweeper re-queues it); queue again anyway, idempotently.
-    if (state === 'revoking') started.push(lease.id);
+  const started: Lease[] = [];
+  // In chunks, each chunk's transitions in flight together: 10,000 leases take seconds, not minutes.
+  for (let i = 0; i < live.length; i += REVOKE_CHUNK) {
+    const chunk = live.slice(i, i + REVOKE_CHUNK);
+    const results = await Promise.all(
+      chunk.map((lease) => deps.leases.markRevoking(lease.id, reason, nowMs)),
+    );
+    chunk.forEach((lease, index) => results[index] === 'started' && started.push(lease));
   }
-  await deps.queue.revokeNow(started);
-  for (const lease of live.filter((l) => started.includes(l.id))) {
-    await deps.audit.append({
-      type: 'lease.revoke_requested', atMs: nowMs, issuer: lease.issuer, subject: lease.subject, task: lease.taskId,
-      grant: lease.grant, lease: lease.id, actor, reason,
-    });
-  }
-  return { matched: live.length, revoked: started.length, byGrant, byProvider, leaseIds: started };
+  // Leases already revoking are queued again too: a no-op if their job is still there, a rescue if not.
+  const requeue = live.filter((lease) => lease.state === 'revoking').map((lease) => lease.id);
+  await deps.queue.revokeNow([...started.map((lease) => lease.id), ...requeue]);
+  await deps.audit.appendMany(
+    started.map((lease) => ({
+      type: 'lease.revoke_requested' as const,
+      atMs: nowMs,
+      issuer: lease.issuer,
+      subject: lease.subject,
+      task: lease.taskId,
+      grant: lease.grant,
+      lease: lease.id,
+      actor,
+      reason,
+    })),
+  );
+  const leaseIds = started.map((lease) => lease.id);
+  return { matched: live.length, revoked: started.length, byGrant, byProvider, leaseIds };
 }
 
-export async function selectLeases(deps: Pick<BrokerDeps, 'leases'>, selector: LeaseSelector): Promise<Lease[]> {
+export async function selectLeases(
+  deps: Pick<BrokerDeps, 'leases'>,
+  selector: LeaseSelector,
+): Promise<Lease[]> {
   return deps.leases.getMany(await deps.leases.selectIds(selector));
 }
-

@@ -21,7 +21,14 @@ export async function settleLease(
   if (lease.state === 'revoked' || lease.state === 'expired') return 'already';
   const nowMs = deps.nowMs();
   const provider = deps.providers.get(lease.provider);
-  const base = { issuer: lease.issuer, subject: lease.subject, task: lease.taskId, grant: lease.grant, lease: lease.id, actor: 'worker' };
+  const base = {
+    issuer: lease.issuer,
+    subject: lease.subject,
+    task: lease.taskId,
+    grant: lease.grant,
+    lease: lease.id,
+    actor: 'worker',
+  };
   let revocation: string;
   try {
     if (!provider) throw new Error(`provider ${lease.provider} is not configured in this process`);
@@ -39,10 +46,25 @@ export async function settleLease(
     }
     throw error;
   }
-  const state = lease.state === 'active' && nowMs >= lease.expiresAtMs ? 'expired' : 'revoked';
-  const result = await deps.leases.settle(leaseId, lease.taskId, state, revocation, nowMs, lease.revokeReason ?? (state === 'expired' ? 'ttl' : ''));
+  // Nobody asked to revoke it: it is being settled because it expired (by the API's clock, which scheduled
+  // the job; the worker's own clock may differ a little, so it is not consulted).
+  const state = lease.revokeReason ? 'revoked' : 'expired';
+  const result = await deps.leases.settle(
+    leaseId,
+    lease.taskId,
+    state,
+    revocation,
+    nowMs,
+    lease.revokeReason ?? (state === 'expired' ? 'ttl' : ''),
+  );
   if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
   deps.events.settled(lease, state, nowMs);
-  await deps.audit.append({ type: 'lease.settled', atMs: nowMs, ...base, reason: lease.revokeReason ?? 'ttl', detail: { state, revocation } });
+  await deps.audit.append({
+    type: 'lease.settled',
+    atMs: nowMs,
+    ...base,
+    reason: lease.revokeReason ?? 'ttl',
+    detail: { state, revocation },
+  });
   return 'settled';
 }

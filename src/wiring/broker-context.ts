@@ -9,7 +9,7 @@ import { assertNoEviction, connectRedis, waitForRedis } from '../leases/redis';
 import { createRevocationQueue } from '../leases/revocation-queue';
 import type { Logger } from '../observability/logger';
 import { createMetrics, type Metrics } from '../observability/metrics';
-import { createPolicyEngine } from '../policy/cedar-engine';
+import { createPolicyEngine, type PolicyEngine } from '../policy/cedar-engine';
 import { createJwtProvider } from '../providers/jwt/jwt-provider';
 import type { CredentialProvider, ProviderRegistry } from '../providers/provider';
 import type { SigningKeyRing } from '../signing/signing-keys';
@@ -21,7 +21,8 @@ export interface BrokerContext {
   keys: RedisKeys;
   redis: Redis;
   metrics: Metrics;
-  verifier: AttestationVerifier;
+  /** Null in the worker: it verifies no identity. */
+  verifier: AttestationVerifier | null;
   close(): Promise<void>;
 }
 
@@ -40,14 +41,40 @@ function useCaseEvents(metrics: Metrics, logger: Logger): UseCaseEvents {
     },
     settled: (lease, state, nowMs) => {
       metrics.settled.inc({ state, provider: lease.provider });
-      if (state === 'expired') metrics.revocationLagSeconds.observe(Math.max(0, nowMs - lease.expiresAtMs) / 1000);
+      if (state === 'expired')
+        metrics.revocationLagSeconds.observe(Math.max(0, nowMs - lease.expiresAtMs) / 1000);
     },
     revocationFailed: (leaseId, provider, error, final) => {
       metrics.revocationFailures.inc({ provider, final: String(final) });
-      logger.warn({ leaseId, provider, error, final }, final ? 'revocation failed: lease is irrevocable' : 'revocation attempt failed');
+      logger.warn(
+        { leaseId, provider, error, final },
+        final ? 'revocation failed: lease is irrevocable' : 'revocation attempt failed',
+      );
     },
   };
 }
+
+function createVerifier(config: Config, metrics: Metrics, logger: Logger, nowMs: () => number) {
+  return createAttestationVerifier(config.issuers, {
+    onReject: (reason, context) => {
+      metrics.rejectedTokens.inc({ issuer: context.issuer ?? 'unknown' });
+      logger.info(
+        { reason, issuer: context.issuer, tokenSha256: context.tokenSha256 },
+        'identity token rejected',
+      );
+    },
+    onKeyError: (issuer, error) =>
+      logger.warn({ issuer, err: (error as Error).message }, 'issuer JWKS refresh failed'),
+    nowMs,
+  });
+}
+
+/** The worker decides nothing: fails closed should anything there ever ask. */
+const NO_POLICIES: PolicyEngine = {
+  policyCount: 0,
+  evaluate: () => ({ allowed: false, policyIds: [], reason: 'no policies are loaded in the worker' }),
+  reload: () => ({ policyCount: 0 }),
+};
 
 /**
  * Builds every capability from config, wired by hand. Each process (serve, worker, dev) builds one;
@@ -71,23 +98,23 @@ export async function createBrokerContext(options: {
   const leases = createLeaseStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds });
   const metrics = createMetrics({ unsettled: leases.countUnsettled, irrevocable: leases.countIrrevocable });
   const queue = createRevocationQueue(redis, keys, config.revocation);
-  const jwt = createJwtProvider({ redis, keys, signingKeys: options.signingKeys, brokerIssuer: config.broker.issuer });
-  const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([['jwt', jwt]]);
-  const verifier = createAttestationVerifier(config.issuers, {
-    onReject: (reason, context) => {
-      metrics.rejectedTokens.inc({ issuer: context.issuer ?? 'unknown' });
-      logger.info({ reason, issuer: context.issuer, tokenSha256: context.tokenSha256 }, 'identity token rejected');
-    },
-    onKeyError: (issuer, error) => logger.warn({ issuer, err: (error as Error).message }, 'issuer JWKS refresh failed'),
-    nowMs,
+  const jwt = createJwtProvider({
+    redis,
+    keys,
+    signingKeys: options.signingKeys,
+    brokerIssuer: config.broker.issuer,
   });
+  const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([['jwt', jwt]]);
+  // The worker (no signing keys) only revokes: it fetches no issuer keys and loads no policies.
+  const servesApi = options.signingKeys !== null;
+  const verifier = servesApi ? createVerifier(config, metrics, logger, nowMs) : null;
 
   const deps: BrokerDeps = {
     config,
     tasks: createTaskStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds }),
     leases,
     queue,
-    policy: createPolicyEngine(config.policies),
+    policy: servesApi ? createPolicyEngine(config.policies) : NO_POLICIES,
     providers,
     audit: createAuditLog(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
@@ -104,7 +131,7 @@ export async function createBrokerContext(options: {
     metrics,
     verifier,
     async close() {
-      verifier.close();
+      verifier?.close();
       // With Redis gone, stop reconnecting first so closing does not wait on it.
       if (redis.status !== 'ready') redis.disconnect();
       await queue.close();

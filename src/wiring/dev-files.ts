@@ -1,4 +1,12 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { generateSigningJwks } from '../signing/signing-keys';
@@ -16,7 +24,9 @@ const writeSecret = (file: string, value: unknown) => {
  * First run of `tasklease dev`: a config and policies copied from config/dev, a dev issuer key pair, and
  * a broker signing JWKS, all under the dev directory. Later runs reuse them.
  */
-export async function ensureDevFiles(devDir: string): Promise<{ configFile: string; signingKeysJson: string }> {
+export async function ensureDevFiles(
+  devDir: string,
+): Promise<{ configFile: string; signingKeysJson: string }> {
   mkdirSync(path.join(devDir, 'policies'), { recursive: true });
   const configFile = path.join(devDir, 'tasklease.yaml');
   if (!existsSync(configFile)) {
@@ -30,7 +40,10 @@ export async function ensureDevFiles(devDir: string): Promise<{ configFile: stri
     const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
     const kid = `dev-${Date.now().toString(36)}`;
     writeSecret(issuerKeyFile, { ...(await exportJWK(privateKey)), kid, alg: 'ES256' });
-    writeFileSync(path.join(devDir, 'dev-issuer.jwks.json'), JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }] }, null, 2));
+    writeFileSync(
+      path.join(devDir, 'dev-issuer.jwks.json'),
+      JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }] }, null, 2),
+    );
   }
   const signingFile = path.join(devDir, 'signing-keys.private.jwks.json');
   if (!existsSync(signingFile)) writeSecret(signingFile, await generateSigningJwks());

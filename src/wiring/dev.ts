@@ -25,7 +25,15 @@ export async function startDev(env: Env, logger: Logger) {
   }
   const redisUrl = env.REDIS_URL ?? (redis as LocalRedis).url;
   const context = await createBrokerContext({ config, redisUrl, signingKeys, logger });
-  const api = await startApi({ config, redisUrl, signingKeys, logger, host: env.HOST, port: env.PORT, context });
+  const api = await startApi({
+    config,
+    redisUrl,
+    signingKeys,
+    logger,
+    host: env.HOST,
+    port: env.PORT,
+    context,
+  });
   const worker = await startWorker({ config, redisUrl, logger, host: env.HOST, port: null, context });
   return {
     api,

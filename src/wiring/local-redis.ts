@@ -33,14 +33,30 @@ export interface LocalRedis {
  * A redis-server child on a free loopback port, data in `dir`, configured as tasklease needs: noeviction,
  * append-only file for durability.
  */
-export async function startLocalRedis(dir: string, options: { appendOnly?: boolean } = {}): Promise<LocalRedis> {
+export async function startLocalRedis(
+  dir: string,
+  options: { appendOnly?: boolean } = {},
+): Promise<LocalRedis> {
   if (spawnSync('redis-server', ['--version']).error) throw new RedisServerMissing();
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
-    '--appendonly', options.appendOnly === false ? 'no' : 'yes', '--maxmemory-policy', 'noeviction',
-    '--protected-mode', 'yes', '--loglevel', 'warning',
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    options.appendOnly === false ? 'no' : 'yes',
+    '--maxmemory-policy',
+    'noeviction',
+    '--protected-mode',
+    'yes',
+    '--loglevel',
+    'warning',
   ];
   const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -52,7 +68,8 @@ export async function startLocalRedis(dir: string, options: { appendOnly?: boole
       resolve(probe.stdout?.trim() === 'PONG');
     });
     if (ready) break;
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`redis-server did not start on port ${port}`);
+    if (child.exitCode !== null || Date.now() > deadline)
+      throw new Error(`redis-server did not start on port ${port}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return {

@@ -27,10 +27,16 @@ export async function startApi(options: {
 }): Promise<RunningApi> {
   const { logger } = options;
   const context = options.context ?? (await createBrokerContext({ ...options }));
+  if (!context.verifier) throw new Error('the API needs a context built with signing keys');
   const app = createApp({
     broker: context.deps,
     verify: context.verifier.verify,
-    inspectToken: createTokenInspector({ redis: context.redis, keys: context.keys, signingKeys: options.signingKeys, brokerIssuer: options.config.broker.issuer }),
+    inspectToken: createTokenInspector({
+      redis: context.redis,
+      keys: context.keys,
+      signingKeys: options.signingKeys,
+      brokerIssuer: options.config.broker.issuer,
+    }),
     redis: context.redis,
     metrics: context.metrics,
     logger,
@@ -59,8 +65,12 @@ export async function startApi(options: {
     url,
     reloadPolicies,
     async close() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Requests in flight finish (up to 10 s); idle keep-alive connections close at once.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const force = setTimeout(() => server.closeAllConnections(), 10_000);
+      await closed;
+      clearTimeout(force);
       if (!options.context) await context.close();
     },
   };

@@ -33,13 +33,20 @@ describe('soak: thousands of credential requests through HTTP with Cedar', () =>
   });
 
   it(`serves ${REQUESTS} issuances, a mix of allowed and denied, through a SIGHUP reload, without a crash`, async () => {
-    const tokens = await Promise.all(['a', 'b', 'c', 'd'].map((name) => broker.agents.sign({ sub: `soak-${name}` }, { ttlSeconds: 3600 })));
+    const tokens = await Promise.all(
+      ['a', 'b', 'c', 'd'].map((name) => broker.agents.sign({ sub: `soak-${name}` }, { ttlSeconds: 3600 })),
+    );
     const tasks: { token: string; taskId: string }[] = [];
     for (const token of tokens) {
       const response = await fetch(`${url}/v1/tasks`, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ purpose: 'soak', ticket: 'OPS-9', ref: 'refs/heads/feature', ttlSeconds: 3600 }),
+        body: JSON.stringify({
+          purpose: 'soak',
+          ticket: 'OPS-9',
+          ref: 'refs/heads/feature',
+          ttlSeconds: 3600,
+        }),
       });
       tasks.push({ token, taskId: ((await response.json()) as { taskId: string }).taskId });
     }

@@ -11,25 +11,47 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
   afterAll(() => broker.close());
 
   const declare = (token: string, body: Record<string, unknown> = {}) =>
-    broker.call('POST', '/v1/tasks', token, { purpose: 'nightly report', ticket: 'OPS-7', ref: 'refs/heads/main', ...body });
+    broker.call('POST', '/v1/tasks', token, {
+      purpose: 'nightly report',
+      ticket: 'OPS-7',
+      ref: 'refs/heads/main',
+      ...body,
+    });
 
   it('issues a JWT bound to the task, scoped to the grant, verifiable with the published JWKS', async () => {
     const task = await declare(agent);
     expect(task.status).toBe(201);
-    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read', ttlSeconds: 120 });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+      ttlSeconds: 120,
+    });
     expect(issued.status).toBe(201);
-    expect(issued.body).toMatchObject({ grant: 'artifacts-read', provider: 'jwt', credential: { tokenType: 'Bearer' } });
+    expect(issued.body).toMatchObject({
+      grant: 'artifacts-read',
+      provider: 'jwt',
+      credential: { tokenType: 'Bearer' },
+    });
 
     const jwks = await broker.call('GET', '/.well-known/jwks.json', null);
     expect(jwks.body.keys[0]).not.toHaveProperty('d');
-    const { payload } = await jwtVerify(issued.body.credential.token, createLocalJWKSet(jwks.body), { audience: 'https://artifacts.test' });
-    expect(payload).toMatchObject({ sub: 'planner', jti: issued.body.leaseId, task: task.body.taskId, scope: 'artifacts:read' });
+    const { payload } = await jwtVerify(issued.body.credential.token, createLocalJWKSet(jwks.body), {
+      audience: 'https://artifacts.test',
+    });
+    expect(payload).toMatchObject({
+      sub: 'planner',
+      jti: issued.body.leaseId,
+      task: task.body.taskId,
+      scope: 'artifacts:read',
+    });
     expect((payload.exp as number) - (payload.iat as number)).toBe(120);
   });
 
   it('clamps the TTL to the grant maximum', async () => {
     const task = await declare(agent);
-    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-write', ttlSeconds: 3600 });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-write',
+      ttlSeconds: 3600,
+    });
     expect(issued.status).toBe(201);
     const lifetimeMs = Date.parse(issued.body.expiresAt) - Date.now();
     expect(lifetimeMs).toBeLessThanOrEqual(300_000);
@@ -38,13 +60,17 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
 
   it('clamps the TTL to what is left of the task', async () => {
     const task = await declare(agent, { ttlSeconds: 30 });
-    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+    });
     expect(Date.parse(issued.body.expiresAt)).toBeLessThanOrEqual(Date.parse(task.body.expiresAt));
   });
 
   it('answers 403 policy_denied when no policy permits, and records no lease', async () => {
     const task = await declare(agent, { ref: 'refs/heads/feature' });
-    const denied = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-write' });
+    const denied = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-write',
+    });
     expect(denied.status).toBe(403);
     expect(denied.body.error).toBe('policy_denied');
     const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
@@ -59,7 +85,10 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
 
   it('revokes a lease within 2 s of its expiry, through the worker', async () => {
     const task = await declare(agent);
-    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read', ttlSeconds: 1 });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+      ttlSeconds: 1,
+    });
     const expiresAtMs = Date.parse(issued.body.expiresAt);
     const lease = await waitFor(async () => {
       const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
@@ -74,18 +103,33 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
     const task = await declare(agent);
     const leaseIds: string[] = [];
     for (let i = 0; i < 3; i++) {
-      const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+      const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+        grant: 'artifacts-read',
+      });
       leaseIds.push(issued.body.leaseId);
     }
-    const done = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, { outcome: 'succeeded', summary: 'report sent' });
+    const done = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, {
+      outcome: 'succeeded',
+      summary: 'report sent',
+    });
     expect(done.status).toBe(200);
     expect([...done.body.revokedLeases].sort()).toEqual([...leaseIds].sort());
 
     const jwks = await broker.call('GET', '/.well-known/jwks.json', null);
-    const { payload, protectedHeader } = await jwtVerify(done.body.record, createLocalJWKSet(jwks.body), { issuer: 'tasklease-test' });
+    const { payload, protectedHeader } = await jwtVerify(done.body.record, createLocalJWKSet(jwks.body), {
+      issuer: 'tasklease-test',
+    });
     expect(protectedHeader.typ).toBe('tasklease-task-record+jwt');
     expect(payload).toMatchObject({
-      task: { id: task.body.taskId, subject: 'planner', issuer: 'agents', ticket: 'OPS-7', ref: 'refs/heads/main', outcome: 'succeeded', state: 'completed' },
+      task: {
+        id: task.body.taskId,
+        subject: 'planner',
+        issuer: 'agents',
+        ticket: 'OPS-7',
+        ref: 'refs/heads/main',
+        outcome: 'succeeded',
+        state: 'completed',
+      },
       grantsIssued: ['artifacts-read'],
     });
     expect((payload.leases as { id: string }[]).map((l) => l.id).sort()).toEqual([...leaseIds].sort());
@@ -94,10 +138,14 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
       const view = await broker.call('GET', `/v1/tasks/${task.body.taskId}`, agent);
       return view.body.leases.every((l: { state: string }) => l.state === 'revoked');
     }, 3_000);
-    const again = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+    const again = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+    });
     expect(again.status).toBe(409);
     expect(again.body.error).toBe('task_not_open');
-    const twice = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, { outcome: 'failed' });
+    const twice = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, {
+      outcome: 'failed',
+    });
     expect(twice.body.error).toBe('task_already_completed');
   });
 

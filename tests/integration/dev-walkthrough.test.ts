@@ -34,7 +34,11 @@ describe('tasklease dev: the five-minute walkthrough', () => {
   it('mints tokens, allows and denies by policy, expires, completes with a signed record — and logs no secret', async () => {
     const agent = devToken('my-agent');
     const admin = devToken('oncall@example.com');
-    const task = await call('POST', '/v1/tasks', agent, { purpose: 'publish nightly report', ticket: 'OPS-42', ref: 'refs/heads/feature-x' });
+    const task = await call('POST', '/v1/tasks', agent, {
+      purpose: 'publish nightly report',
+      ticket: 'OPS-42',
+      ref: 'refs/heads/feature-x',
+    });
     expect(task.status).toBe(201);
     const route = `/v1/tasks/${task.body.taskId}/credentials`;
     const shortLived = await call('POST', route, agent, { grant: 'artifacts-read', ttlSeconds: 1 });
@@ -48,19 +52,29 @@ describe('tasklease dev: the five-minute walkthrough', () => {
     }, 5_000);
 
     const second = await call('POST', route, agent, { grant: 'artifacts-read' });
-    const done = await call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, { outcome: 'succeeded' });
+    const done = await call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, {
+      outcome: 'succeeded',
+    });
     expect(done.body.revokedLeases).toEqual([second.body.leaseId]);
     expect(done.body.record.split('.')).toHaveLength(3);
 
     const listing = execFileSync(process.execPath, [BIN, 'lease', 'ls', '--task', task.body.taskId], {
-      cwd, encoding: 'utf8', env: { ...process.env, TASKLEASE_ADDR: base, TASKLEASE_TOKEN: admin },
+      cwd,
+      encoding: 'utf8',
+      env: { ...process.env, TASKLEASE_ADDR: base, TASKLEASE_TOKEN: admin },
     });
     expect(listing).toMatch(/expired\s+artifacts-read/);
-    await waitFor(async () => /revoked\s+artifacts-read/.test(
-      execFileSync(process.execPath, [BIN, 'lease', 'ls', '--task', task.body.taskId], {
-        cwd, encoding: 'utf8', env: { ...process.env, TASKLEASE_ADDR: base, TASKLEASE_TOKEN: admin },
-      }),
-    ), 3_000);
+    await waitFor(
+      async () =>
+        /revoked\s+artifacts-read/.test(
+          execFileSync(process.execPath, [BIN, 'lease', 'ls', '--task', task.body.taskId], {
+            cwd,
+            encoding: 'utf8',
+            env: { ...process.env, TASKLEASE_ADDR: base, TASKLEASE_TOKEN: admin },
+          }),
+        ),
+      3_000,
+    );
 
     const logs = dev.output();
     expect(logs).toMatch(/policy denied/);

@@ -1,6 +1,7 @@
 import { BrokerError } from '../../src/domain/errors';
 import type { Lease, ProviderKind } from '../../src/domain/types';
 import type { CredentialProvider } from '../../src/providers/provider';
+import type { AttestationVerifier } from '../../src/identity/verify-attestation';
 import { issueCredential } from '../../src/usecases/issue-credential';
 import { startLocalRedis, type LocalRedis } from '../../src/wiring/local-redis';
 import { startTestBroker, type TestBroker } from '../support/broker';
@@ -16,12 +17,15 @@ describe('a lease is durable before its credential leaves', () => {
   it('revokes the credential at once and returns none when the lease cannot be written', async () => {
     const { deps } = broker.context;
     const agent = await broker.agents.sign({ sub: 'durability' });
-    const identity = await broker.context.verifier.verify(agent);
+    const identity = await (broker.context.verifier as AttestationVerifier).verify(agent);
     const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'durability', ticket: 'OPS-3' });
 
     const jwt = deps.providers.get('jwt') as CredentialProvider;
     const revoked: Lease[] = [];
-    const spyingJwt: CredentialProvider = { ...jwt, revoke: async (lease, ctx) => (revoked.push(lease), jwt.revoke(lease, ctx)) };
+    const spyingJwt: CredentialProvider = {
+      ...jwt,
+      revoke: async (lease, ctx) => (revoked.push(lease), jwt.revoke(lease, ctx)),
+    };
     const failingDeps = {
       ...deps,
       providers: new Map<ProviderKind, CredentialProvider>([['jwt', spyingJwt]]),
@@ -75,7 +79,9 @@ describe('Redis goes away', () => {
     const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'outage', ticket: 'OPS-5' });
     expect(task.status).toBe(201);
     await redis.stop();
-    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, { grant: 'artifacts-read' });
+    const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+    });
     expect(issued.status).toBe(503);
     expect(issued.body.error).toBe('unavailable');
     expect(JSON.stringify(issued.body)).not.toMatch(/eyJ/);

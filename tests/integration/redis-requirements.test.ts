@@ -19,7 +19,12 @@ describe('Redis requirements at start-up', () => {
       const issuer = await createTestIssuer({ name: 'agents' });
       const config = parseConfig({ issuers: [issuer.config], grants: {}, policies: './p.cedar' }, dir);
       await expect(
-        createBrokerContext({ config, redisUrl: redis.url, signingKeys: null, logger: createLogger('silent') }),
+        createBrokerContext({
+          config,
+          redisUrl: redis.url,
+          signingKeys: null,
+          logger: createLogger('silent'),
+        }),
       ).rejects.toThrow(/maxmemory-policy is "allkeys-lru".*noeviction/);
     } finally {
       admin.disconnect();

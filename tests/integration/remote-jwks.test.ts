@@ -31,7 +31,12 @@ async function startJwksIssuer() {
         .setExpirationTime('5m')
         .sign(pair.privateKey);
   };
-  return { server, rotate, fetches: () => fetches, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks` };
+  return {
+    server,
+    rotate,
+    fetches: () => fetches,
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
+  };
 }
 
 describe('an issuer configured with jwksUri', () => {
@@ -39,8 +44,15 @@ describe('an issuer configured with jwksUri', () => {
     const issuer = await startJwksIssuer();
     const signWithFirst = await issuer.rotate('key-1');
     const config: IssuerConfig = {
-      name: 'remote', kind: 'oidc', issuer: 'https://remote.issuer.test', jwksUri: issuer.url, audiences: ['tasklease'],
-      subjectClaim: 'sub', maxTokenLifetimeSeconds: 3600, clockSkewSeconds: 30, algorithms: [...ASYMMETRIC_ALGORITHMS],
+      name: 'remote',
+      kind: 'oidc',
+      issuer: 'https://remote.issuer.test',
+      jwksUri: issuer.url,
+      audiences: ['tasklease'],
+      subjectClaim: 'sub',
+      maxTokenLifetimeSeconds: 3600,
+      clockSkewSeconds: 30,
+      algorithms: [...ASYMMETRIC_ALGORITHMS],
       jwksRefreshSeconds: 1,
     };
     const rejections: string[] = [];

@@ -21,7 +21,11 @@ describe('tasklease worker as its own process', () => {
 
   const startWorker = async () => {
     const port = await freePort();
-    const worker = spawnTasklease(['worker'], { TASKLEASE_CONFIG: broker.configFile, REDIS_URL: testRedisUrl(), WORKER_PORT: String(port) });
+    const worker = spawnTasklease(['worker'], {
+      TASKLEASE_CONFIG: broker.configFile,
+      REDIS_URL: testRedisUrl(),
+      WORKER_PORT: String(port),
+    });
     workers.push(worker);
     await waitForHttp(`http://127.0.0.1:${port}/readyz`, worker);
     return worker;
@@ -32,7 +36,10 @@ describe('tasklease worker as its own process', () => {
     for (let i = 0; i < count; i += 25) {
       const batch = await Promise.all(
         Array.from({ length: Math.min(25, count - i) }, () =>
-          broker.call('POST', `/v1/tasks/${taskId}/credentials`, agent, { grant: 'artifacts-read', ttlSeconds }),
+          broker.call('POST', `/v1/tasks/${taskId}/credentials`, agent, {
+            grant: 'artifacts-read',
+            ttlSeconds,
+          }),
         ),
       );
       for (const response of batch) {
@@ -43,10 +50,15 @@ describe('tasklease worker as its own process', () => {
     return ids;
   };
 
-  const states = async (ids: string[]) => (await broker.context.deps.leases.getMany(ids)).map((lease) => lease.state);
+  const states = async (ids: string[]) =>
+    (await broker.context.deps.leases.getMany(ids)).map((lease) => lease.state);
 
   it('revokes everything after a SIGKILL mid-burst and a restart, within seconds', async () => {
-    const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'kill test', ticket: 'OPS-1', ttlSeconds: 3600 });
+    const task = await broker.call('POST', '/v1/tasks', agent, {
+      purpose: 'kill test',
+      ticket: 'OPS-1',
+      ttlSeconds: 3600,
+    });
     const first = await issueMany(task.body.taskId, 300, 2);
     const worker = await startWorker();
 
@@ -63,7 +75,11 @@ describe('tasklease worker as its own process', () => {
 
     const restartedAt = Date.now();
     await startWorker();
-    await waitFor(async () => (await states([...first, ...second])).every((s) => s === 'expired'), 15_000, 100);
+    await waitFor(
+      async () => (await states([...first, ...second])).every((s) => s === 'expired'),
+      15_000,
+      100,
+    );
     // The brief: revocations resume within 10 s of a new worker starting.
     expect(Date.now() - restartedAt).toBeLessThan(10_000);
     expect(await broker.context.deps.leases.countUnsettled()).toBe(0);
@@ -73,10 +89,17 @@ describe('tasklease worker as its own process', () => {
     await startWorker();
     const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'complete test', ticket: 'OPS-2' });
     const ids = await issueMany(task.body.taskId, 20, 600);
-    const done = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, { outcome: 'cancelled' });
+    const done = await broker.call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, {
+      outcome: 'cancelled',
+    });
     expect(done.body.revokedLeases).toHaveLength(20);
     await waitFor(async () => (await states(ids)).every((s) => s === 'revoked'), 5_000);
     const leases = await broker.context.deps.leases.getMany(ids);
-    expect(leases.every((lease) => lease.revocation === 'jwt-denylisted' && lease.revokeReason === 'task completed: cancelled')).toBe(true);
+    expect(
+      leases.every(
+        (lease) =>
+          lease.revocation === 'jwt-denylisted' && lease.revokeReason === 'task completed: cancelled',
+      ),
+    ).toBe(true);
   }, 30_000);
 });

@@ -12,7 +12,10 @@ import { createTestIssuer, tempDir, type TestIssuer } from './fixtures';
 
 export const testRedisUrl = (): string => {
   const url = process.env.TASKLEASE_TEST_REDIS_URL;
-  if (!url) throw new Error('TASKLEASE_TEST_REDIS_URL is unset: run the tests through jest (globalSetup starts Redis)');
+  if (!url)
+    throw new Error(
+      'TASKLEASE_TEST_REDIS_URL is unset: run the tests through jest (globalSetup starts Redis)',
+    );
   return url;
 };
 
@@ -44,7 +47,12 @@ export interface TestBroker {
   worker: RunningWorker | null;
   context: BrokerContext;
   /** JSON call with a Bearer token; returns status and parsed body. */
-  call(method: string, route: string, token: string | null, body?: unknown): Promise<{ status: number; body: any }>;
+  call(
+    method: string,
+    route: string,
+    token: string | null,
+    body?: unknown,
+  ): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
 }
 
@@ -75,8 +83,18 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const input: ConfigInput = {
     issuers: [agents.config, admins.config, ...(options.extraIssuers ?? []).map((issuer) => issuer.config)],
     grants: options.grants ?? {
-      'artifacts-read': { provider: 'jwt', audience: 'https://artifacts.test', scopes: ['artifacts:read'], maxTtlSeconds: 600 },
-      'artifacts-write': { provider: 'jwt', audience: 'https://artifacts.test', scopes: ['artifacts:write'], maxTtlSeconds: 300 },
+      'artifacts-read': {
+        provider: 'jwt',
+        audience: 'https://artifacts.test',
+        scopes: ['artifacts:read'],
+        maxTtlSeconds: 600,
+      },
+      'artifacts-write': {
+        provider: 'jwt',
+        audience: 'https://artifacts.test',
+        scopes: ['artifacts:write'],
+        maxTtlSeconds: 300,
+      },
     },
     policies: './policies',
     admins: [
@@ -96,12 +114,18 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const redisUrl = options.redisUrl ?? testRedisUrl();
   const context = await createBrokerContext({ config, redisUrl, signingKeys, logger });
   const api = await startApi({ config, redisUrl, signingKeys, logger, host: '127.0.0.1', port: 0, context });
-  const worker = options.worker === false ? null : await startWorker({ config, redisUrl, logger, host: '127.0.0.1', port: null, context });
+  const worker =
+    options.worker === false
+      ? null
+      : await startWorker({ config, redisUrl, logger, host: '127.0.0.1', port: null, context });
 
   const call = async (method: string, route: string, token: string | null, body?: unknown) => {
     const response = await fetch(`${api.url}${route}`, {
       method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     const text = await response.text();
@@ -115,13 +139,26 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   };
 
   return {
-    url: api.url, prefix, config, configFile, signingKeys, signingKeysJson, agents, admins, api, worker, context, call,
+    url: api.url,
+    prefix,
+    config,
+    configFile,
+    signingKeys,
+    signingKeysJson,
+    agents,
+    admins,
+    api,
+    worker,
+    context,
+    call,
     async close() {
       await api.close();
       await worker?.close();
       if (context.redis.status !== 'ready') return context.close();
       await context.redis.eval(
-        "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys", 0, `${prefix}*`,
+        "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys",
+        0,
+        `${prefix}*`,
       );
       await context.close();
     },

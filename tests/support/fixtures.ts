@@ -17,7 +17,13 @@ export function platformClaims(platform: Platform): JWTPayload {
     text = readFileSync(BUNDLED_FIXTURE, 'utf8');
   }
   const all = JSON.parse(text) as Record<string, JWTPayload & { _note?: string }>;
-  const { _note, iat, nbf, exp, ...claims } = all[platform] as JWTPayload & { _note?: string };
+  const {
+    _note,
+    iat: _iat,
+    nbf: _nbf,
+    exp: _exp,
+    ...claims
+  } = all[platform] as JWTPayload & { _note?: string };
   return claims;
 }
 
@@ -31,7 +37,10 @@ export interface TestIssuer {
   jwksFile: string;
   config: ConfigInput['issuers'][number];
   /** Signs `claims` (iss/aud/iat/exp filled in unless given) with this issuer's key. */
-  sign(claims: JWTPayload, options?: { ttlSeconds?: number; header?: Record<string, unknown>; key?: CryptoKey }): Promise<string>;
+  sign(
+    claims: JWTPayload,
+    options?: { ttlSeconds?: number; header?: Record<string, unknown>; key?: CryptoKey },
+  ): Promise<string>;
 }
 
 /** A local issuer: an ES256 (or RS256) key pair whose public JWKS is a file, configured like a real one. */
@@ -47,7 +56,10 @@ export async function createTestIssuer(options: {
   const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
   const kid = `${options.name}-key-1`;
   const jwksFile = path.join(tempDir('jwks'), `${options.name}.jwks.json`);
-  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg, use: 'sig' }] }));
+  writeFileSync(
+    jwksFile,
+    JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg, use: 'sig' }] }),
+  );
   const iss = options.iss ?? `https://${options.name}.issuer.test`;
   const audience = options.audience ?? 'tasklease';
   return {
@@ -66,7 +78,13 @@ export async function createTestIssuer(options: {
     },
     async sign(claims, signOptions = {}) {
       const now = Math.floor(Date.now() / 1000);
-      const payload: JWTPayload = { iss, aud: audience, iat: now, exp: now + (signOptions.ttlSeconds ?? 600), ...claims };
+      const payload: JWTPayload = {
+        iss,
+        aud: audience,
+        iat: now,
+        exp: now + (signOptions.ttlSeconds ?? 600),
+        ...claims,
+      };
       return new SignJWT(payload)
         .setProtectedHeader({ alg, kid, typ: 'JWT', ...signOptions.header })
         .sign(signOptions.key ?? privateKey);

@@ -10,7 +10,9 @@ import { RedisServerMissing, startLocalRedis } from '../../src/wiring/local-redi
  */
 export default async function globalSetup(): Promise<void> {
   try {
-    const redis = await startLocalRedis(mkdtempSync(path.join(tmpdir(), 'tasklease-test-redis-')), { appendOnly: false });
+    const redis = await startLocalRedis(mkdtempSync(path.join(tmpdir(), 'tasklease-test-redis-')), {
+      appendOnly: false,
+    });
     process.env.TASKLEASE_TEST_REDIS_URL = redis.url;
     (globalThis as Record<string, unknown>).__taskleaseRedis = redis;
   } catch (error) {

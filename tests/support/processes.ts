@@ -14,7 +14,11 @@ export interface TaskleaseProcess {
 /**
  * Runs the real binary (dist/, built by `npm test` before Jest starts) under the Node that runs the tests.
  */
-export function spawnTasklease(args: string[], env: Record<string, string>, options: { cwd?: string } = {}): TaskleaseProcess {
+export function spawnTasklease(
+  args: string[],
+  env: Record<string, string>,
+  options: { cwd?: string } = {},
+): TaskleaseProcess {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
@@ -41,8 +45,12 @@ export function spawnTasklease(args: string[], env: Record<string, string>, opti
 export async function waitForHttp(url: string, proc: TaskleaseProcess, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (proc.child.exitCode !== null) throw new Error(`process exited (${proc.child.exitCode}):\n${proc.output()}`);
-    const ok = await fetch(url).then((r) => r.ok, () => false);
+    if (proc.child.exitCode !== null)
+      throw new Error(`process exited (${proc.child.exitCode}):\n${proc.output()}`);
+    const ok = await fetch(url).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return;
     if (Date.now() > deadline) throw new Error(`${url} not ready within ${timeoutMs} ms:\n${proc.output()}`);
     await new Promise((resolve) => setTimeout(resolve, 100));

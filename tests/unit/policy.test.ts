@@ -194,6 +194,25 @@ describe('forbid wins over permit', () => {
     expect(decision.allowed).toBe(reason.startsWith('permitted'));
   });
 
+  it('fails closed when a forbid cannot be evaluated (a claim the token lacks), even with a broad permit', () => {
+    const unguarded = engineWith({
+      'p.cedar': `@id("broad") permit(principal, action == Action::"issue", resource);`,
+      'f.cedar': `@id("prod-only") forbid(principal, action == Action::"issue", resource) when { principal.claims.environment != "prod" };`,
+    });
+    const decision = unguarded.evaluate(
+      ask({ identity: github({ environment: undefined }), grant: 'prod-deploy' }),
+    );
+    expect(decision.allowed).toBe(false);
+    expect(decision.policyIds).toEqual(['prod-only']);
+    expect(decision.reason).toMatch(
+      /^forbid policy prod-only could not be evaluated .*environment.*: denied$/,
+    );
+    // With the claim present the same forbid evaluates normally.
+    expect(
+      unguarded.evaluate(ask({ identity: github({ environment: 'prod' }), grant: 'prod-deploy' })).allowed,
+    ).toBe(true);
+  });
+
   it('names every forbid that applied', () => {
     const decision = engine.evaluate(
       ask({

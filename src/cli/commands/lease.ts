@@ -15,7 +15,9 @@ interface LeaseRow {
 }
 
 export function registerLeaseCommands(program: Command, env: () => Env) {
-  const lease = program.command('lease').description('list and revoke leases (admin; talks to TASKLEASE_ADDR)');
+  const lease = program
+    .command('lease')
+    .description('list and revoke leases (admin; talks to TASKLEASE_ADDR)');
 
   lease
     .command('ls')
@@ -57,19 +59,30 @@ export function registerLeaseCommands(program: Command, env: () => Env) {
     .action(async (leaseId: string | undefined, options: Record<string, string | boolean | undefined>) => {
       const call = createApiClient(env().TASKLEASE_ADDR, env().TASKLEASE_TOKEN);
       if (leaseId) {
-        const result = await call('POST', `/v1/leases/${encodeURIComponent(leaseId)}/revoke`, { reason: options.reason });
+        const result = await call('POST', `/v1/leases/${encodeURIComponent(leaseId)}/revoke`, {
+          reason: options.reason,
+        });
         if (options.json) return printJson(result);
         process.stdout.write(`lease ${leaseId}: revoking\n`);
         return;
       }
       const selector: Record<string, unknown> = {};
-      for (const key of ['task', 'identity', 'issuer', 'grant', 'provider']) if (typeof options[key] === 'string') selector[key] = options[key];
+      for (const key of ['task', 'identity', 'issuer', 'grant', 'provider'])
+        if (typeof options[key] === 'string') selector[key] = options[key];
       if (options.all) selector.all = true;
-      const result = await call<{ matched: number; revoked: number; byGrant: Record<string, number>; byProvider: Record<string, number> }>(
-        'POST', '/v1/leases/revoke', { selector, reason: options.reason, dryRun: Boolean(options.dryRun) },
-      );
+      const result = await call<{
+        matched: number;
+        revoked: number;
+        byGrant: Record<string, number>;
+        byProvider: Record<string, number>;
+      }>('POST', '/v1/leases/revoke', { selector, reason: options.reason, dryRun: Boolean(options.dryRun) });
       if (options.json) return printJson(result);
-      process.stdout.write(`${options.dryRun ? 'would revoke' : 'revoking'} ${options.dryRun ? result.matched : result.revoked} of ${result.matched} matched\n`);
-      printTable(Object.entries(result.byGrant).map(([grant, count]) => ({ grant, count })), ['grant', 'count']);
+      process.stdout.write(
+        `${options.dryRun ? 'would revoke' : 'revoking'} ${options.dryRun ? result.matched : result.revoked} of ${result.matched} matched\n`,
+      );
+      printTable(
+        Object.entries(result.byGrant).map(([grant, count]) => ({ grant, count })),
+        ['grant', 'count'],
+      );
     });
 }

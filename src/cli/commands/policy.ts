@@ -3,7 +3,6 @@ import { loadConfigFile } from '../../config/load-config';
 import type { Env } from '../../config/env';
 import type { Identity } from '../../domain/types';
 import { applyPreset } from '../../identity/claim-presets';
-import { createPolicyEngine } from '../../policy/cedar-engine';
 import { declareTaskRequest, issueRequest } from '../../policy/vocabulary';
 import { collectPairs, printJson } from '../output';
 
@@ -25,32 +24,62 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
     .option('--ttl <seconds>', 'requested TTL', '600')
     .option('--active-leases <n>', 'live leases already in the task', '0')
     .option('--json', 'print JSON')
-    .action((options) => {
+    .action(async (options) => {
       const config = loadConfigFile(env().TASKLEASE_CONFIG ?? 'tasklease.yaml');
       const issuer = config.issuers.find((entry) => entry.name === options.issuer);
       if (!issuer) throw new Error(`no issuer named ${options.issuer} in the config`);
+      // Cedar's WASM loads on demand, so other commands start without it.
+      const { createPolicyEngine } = await import('../../policy/cedar-engine');
       const engine = createPolicyEngine(config.policies);
       const nowMs = Date.now();
       // The claims the broker would see: the kind's preset adds the derived claims (namespace, trust_domain, ...).
       const claims: Record<string, string> = { sub: options.subject, ...options.claim };
       const presetProblem = applyPreset(issuer.kind, claims, {});
-      if (presetProblem) throw new Error(`the broker would refuse this ${issuer.kind} identity: ${presetProblem} (add it with --claim)`);
+      if (presetProblem)
+        throw new Error(
+          `the broker would refuse this ${issuer.kind} identity: ${presetProblem} (add it with --claim)`,
+        );
       const identity: Identity = {
-        issuer: issuer.name, kind: issuer.kind, subject: options.subject, claims, tokenSha256: '', expiresAtMs: nowMs + 600_000,
+        issuer: issuer.name,
+        kind: issuer.kind,
+        subject: options.subject,
+        claims,
+        tokenSha256: '',
+        expiresAtMs: nowMs + 600_000,
       };
       const task = {
-        id: 'policy-check', issuer: issuer.name, subject: options.subject, kind: issuer.kind, purpose: options.purpose,
-        ticket: options.ticket, ref: options.ref, grants: [], createdAtMs: nowMs, expiresAtMs: nowMs + 3_600_000,
-        state: 'open' as const, activeLeases: Number(options.activeLeases),
+        id: 'policy-check',
+        issuer: issuer.name,
+        subject: options.subject,
+        kind: issuer.kind,
+        purpose: options.purpose,
+        ticket: options.ticket,
+        ref: options.ref,
+        grants: [],
+        createdAtMs: nowMs,
+        expiresAtMs: nowMs + 3_600_000,
+        state: 'open' as const,
+        activeLeases: Number(options.activeLeases),
       };
       let request;
       // context.ttlSeconds is the effective TTL, clamped as the broker clamps it.
       if (options.action === 'declareTask') {
-        request = declareTaskRequest(identity, task, Math.min(Number(options.ttl), config.broker.maxTaskTtlSeconds), nowMs);
+        request = declareTaskRequest(
+          identity,
+          task,
+          Math.min(Number(options.ttl), config.broker.maxTaskTtlSeconds),
+          nowMs,
+        );
       } else {
         const grant = config.grants[options.grant as string];
         if (!grant) throw new Error(`no grant named ${options.grant} in the config`);
-        request = issueRequest(identity, task, { name: options.grant, ...grant }, Math.min(Number(options.ttl), grant.maxTtlSeconds), nowMs);
+        request = issueRequest(
+          identity,
+          task,
+          { name: options.grant, ...grant },
+          Math.min(Number(options.ttl), grant.maxTtlSeconds),
+          nowMs,
+        );
       }
       const decision = engine.evaluate(request);
       if (options.json) printJson(decision);

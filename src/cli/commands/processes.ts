@@ -3,9 +3,6 @@ import { loadConfigFile } from '../../config/load-config';
 import type { Env } from '../../config/env';
 import { createLogger, type Logger } from '../../observability/logger';
 import { loadSigningKeys } from '../../signing/signing-keys';
-import { startDev } from '../../wiring/dev';
-import { startApi } from '../../wiring/serve';
-import { startWorker } from '../../wiring/worker';
 
 const required = (value: string | undefined, name: string): string => {
   if (!value) throw new Error(`${name} is required (see .env.example)`);
@@ -41,27 +38,48 @@ export function registerProcessCommands(program: Command, env: () => Env) {
       const logger = createLogger(e.LOG_LEVEL);
       const config = loadConfigFile(required(e.TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
       const signingKeys = await loadSigningKeys(required(e.TASKLEASE_SIGNING_KEYS, 'TASKLEASE_SIGNING_KEYS'));
-      const api = await startApi({ config, redisUrl: required(e.REDIS_URL, 'REDIS_URL'), signingKeys, logger, host: e.HOST, port: e.PORT });
+      // Loaded on demand: the admin and dev-token commands start fast without express, BullMQ and friends.
+      const { startApi } = await import('../../wiring/serve');
+      const api = await startApi({
+        config,
+        redisUrl: required(e.REDIS_URL, 'REDIS_URL'),
+        signingKeys,
+        logger,
+        host: e.HOST,
+        port: e.PORT,
+      });
       onSignals(logger, api.close, api.reloadPolicies);
     });
 
   program
     .command('worker')
-    .description('run revocation jobs and the sweeper (needs TASKLEASE_CONFIG, REDIS_URL; health on WORKER_PORT)')
+    .description(
+      'run revocation jobs and the sweeper (needs TASKLEASE_CONFIG, REDIS_URL; health on WORKER_PORT)',
+    )
     .action(async () => {
       const e = env();
       const logger = createLogger(e.LOG_LEVEL);
       const config = loadConfigFile(required(e.TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
-      const worker = await startWorker({ config, redisUrl: required(e.REDIS_URL, 'REDIS_URL'), logger, host: e.HOST, port: e.WORKER_PORT });
+      const { startWorker } = await import('../../wiring/worker');
+      const worker = await startWorker({
+        config,
+        redisUrl: required(e.REDIS_URL, 'REDIS_URL'),
+        logger,
+        host: e.HOST,
+        port: e.WORKER_PORT,
+      });
       onSignals(logger, worker.close);
     });
 
   program
     .command('dev')
-    .description('API + worker in one process, a local redis-server and a dev issuer (first run, not production)')
+    .description(
+      'API + worker in one process, a local redis-server and a dev issuer (first run, not production)',
+    )
     .action(async () => {
       const e = env();
       const logger = createLogger(e.LOG_LEVEL);
+      const { startDev } = await import('../../wiring/dev');
       const dev = await startDev(e, logger);
       onSignals(logger, dev.close, dev.api.reloadPolicies);
       process.stdout.write(
@@ -82,6 +100,8 @@ export function registerProcessCommands(program: Command, env: () => Env) {
       const { createPolicyEngine } = await import('../../policy/cedar-engine');
       const config = loadConfigFile(file ?? required(env().TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
       const engine = createPolicyEngine(config.policies);
-      process.stdout.write(`ok: ${config.issuers.length} issuer(s), ${Object.keys(config.grants).length} grant(s), ${engine.policyCount} polic(ies)\n`);
+      process.stdout.write(
+        `ok: ${config.issuers.length} issuer(s), ${Object.keys(config.grants).length} grant(s), ${engine.policyCount} polic(ies)\n`,
+      );
     });
 }

@@ -40,22 +40,38 @@ const auditQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(10_000).default(1000),
 });
 
-type Selector = { task?: string; identity?: string; issuer?: string; grant?: string; provider?: string; settled?: boolean };
+type Selector = {
+  task?: string;
+  identity?: string;
+  issuer?: string;
+  grant?: string;
+  provider?: string;
+  settled?: boolean;
+};
 
 /** The identity selector is a subject, optionally narrowed to one issuer; without it, every issuer's. */
 async function findLeases(deps: BrokerDeps, selector: Selector): Promise<Lease[]> {
   const issuers = selector.issuer ? [selector.issuer] : deps.config.issuers.map((issuer) => issuer.name);
-  const identities = selector.identity ? issuers.map((issuer) => identityKey(issuer, selector.identity as string)) : [undefined];
+  const identities = selector.identity
+    ? issuers.map((issuer) => identityKey(issuer, selector.identity as string))
+    : [undefined];
   const found = new Map<string, Lease>();
   for (const identity of identities) {
-    for (const lease of await selectLeases(deps, { task: selector.task, grant: selector.grant, identity, settled: selector.settled })) found.set(lease.id, lease);
+    for (const lease of await selectLeases(deps, {
+      task: selector.task,
+      grant: selector.grant,
+      identity,
+      settled: selector.settled,
+    }))
+      found.set(lease.id, lease);
   }
   return [...found.values()].filter((lease) => !selector.provider || lease.provider === selector.provider);
 }
 
 export function adminRoutes(deps: BrokerDeps): Router {
   const router = Router();
-  const actorOf = (res: Parameters<typeof identityOf>[0]) => `${identityOf(res).issuer}/${identityOf(res).subject}`;
+  const actorOf = (res: Parameters<typeof identityOf>[0]) =>
+    `${identityOf(res).issuer}/${identityOf(res).subject}`;
 
   router.get('/v1/leases', requireAdmin(deps.config, 'view'), async (req, res) => {
     const query = listQuery.parse(req.query);
@@ -70,7 +86,9 @@ export function adminRoutes(deps: BrokerDeps): Router {
   router.post('/v1/leases/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
     const body = bulkBody.parse(req.body);
     const leases = await findLeases(deps, body.selector);
-    const { leaseIds: _ids, ...summary } = await requestRevocation(deps, leases, body.reason, actorOf(res), { dryRun: body.dryRun });
+    const { leaseIds: _ids, ...summary } = await requestRevocation(deps, leases, body.reason, actorOf(res), {
+      dryRun: body.dryRun,
+    });
     res.json({ ...summary, dryRun: body.dryRun });
   });
 
@@ -80,13 +98,20 @@ export function adminRoutes(deps: BrokerDeps): Router {
     const lease = await deps.leases.get(leaseId);
     if (!lease) throw new BrokerError('not_found', 'no such lease');
     const summary = await requestRevocation(deps, [lease], body.reason, actorOf(res));
-    if (summary.revoked === 0 && lease.state !== 'revoking') throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
+    if (summary.revoked === 0 && lease.state !== 'revoking')
+      throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
     res.status(202).json({ leaseId, state: 'revoking' });
   });
 
   router.get('/v1/audit', requireAdmin(deps.config, 'view'), async (req, res) => {
     const query = auditQuery.parse(req.query);
-    const events = await deps.audit.query({ task: query.task, lease: query.lease, subject: query.identity, issuer: query.issuer, limit: query.limit });
+    const events = await deps.audit.query({
+      task: query.task,
+      lease: query.lease,
+      subject: query.identity,
+      issuer: query.issuer,
+      limit: query.limit,
+    });
     res.json({ events });
   });
 

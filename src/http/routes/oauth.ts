@@ -7,7 +7,10 @@ import type { BrokerDeps } from '../../usecases/deps';
 import { requestRevocation } from '../../usecases/request-revocation';
 import { identityOf } from '../authenticate';
 
-const tokenBody = z.object({ token: z.string().min(1).max(16_384), token_type_hint: z.string().max(64).optional() });
+const tokenBody = z.object({
+  token: z.string().min(1).max(16_384),
+  token_type_hint: z.string().max(64).optional(),
+});
 
 /**
  * RFC 7662 introspection and RFC 7009 revocation for broker-issued JWTs. Introspection needs an
@@ -51,7 +54,8 @@ export function oauthRoutes(deps: BrokerDeps, inspect: TokenInspector, authentic
     const inspection = await inspect(token);
     if (inspection.active) {
       const lease = await deps.leases.get(inspection.leaseId);
-      if (lease) await requestRevocation(deps, [lease], 'revoked by holder (RFC 7009)', `holder/${lease.subject}`);
+      if (lease)
+        await requestRevocation(deps, [lease], 'revoked by holder (RFC 7009)', `holder/${lease.subject}`);
     }
     res.set('Cache-Control', 'no-store');
     res.status(200).end();

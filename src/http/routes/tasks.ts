@@ -8,11 +8,21 @@ import { loadOwnTask } from '../../usecases/load-own-task';
 import { identityOf } from '../authenticate';
 import { taskView } from '../views';
 
-const hasControlCharacter = (value: string) => [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
+const hasControlCharacter = (value: string) =>
+  [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
 const text = (max: number) =>
-  z.string().trim().min(1).max(max).refine((value) => !hasControlCharacter(value), 'no control characters');
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .refine((value) => !hasControlCharacter(value), 'no control characters');
 const grantName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a grant name');
-const ttlSeconds = z.number().int().positive().max(7 * 86400);
+const ttlSeconds = z
+  .number()
+  .int()
+  .positive()
+  .max(7 * 86400);
 
 const declareBody = z.strictObject({
   purpose: text(500),
@@ -21,8 +31,15 @@ const declareBody = z.strictObject({
   grants: z.array(grantName).max(50).optional(),
   ttlSeconds: ttlSeconds.optional(),
 });
-const credentialBody = z.strictObject({ grant: grantName, ttlSeconds: ttlSeconds.optional(), reason: text(500).optional() });
-const completeBody = z.strictObject({ outcome: z.enum(['succeeded', 'failed', 'cancelled']), summary: text(2000).optional() });
+const credentialBody = z.strictObject({
+  grant: grantName,
+  ttlSeconds: ttlSeconds.optional(),
+  reason: text(500).optional(),
+});
+const completeBody = z.strictObject({
+  outcome: z.enum(['succeeded', 'failed', 'cancelled']),
+  summary: text(2000).optional(),
+});
 const taskParams = z.object({ taskId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a task id') });
 
 /** Workload calls: every route here runs behind `authenticate`; a task is its declarer's alone. */
@@ -35,7 +52,9 @@ export function taskRoutes(deps: BrokerDeps): Router {
 
   router.post('/v1/tasks/:taskId/credentials', async (req, res) => {
     const { taskId } = taskParams.parse(req.params);
-    res.status(201).json(await issueCredential(deps, identityOf(res), taskId, credentialBody.parse(req.body)));
+    res
+      .status(201)
+      .json(await issueCredential(deps, identityOf(res), taskId, credentialBody.parse(req.body)));
   });
 
   router.post('/v1/tasks/:taskId/complete', async (req, res) => {
@@ -48,7 +67,12 @@ export function taskRoutes(deps: BrokerDeps): Router {
     const { taskId } = taskParams.parse(req.params);
     const task = await loadOwnTask(deps.tasks, identityOf(res), taskId, deps.nowMs());
     const leases = await deps.leases.getMany(await deps.tasks.leaseIds(taskId));
-    res.json(taskView(task, leases.sort((a, b) => a.createdAtMs - b.createdAtMs)));
+    res.json(
+      taskView(
+        task,
+        leases.sort((a, b) => a.createdAtMs - b.createdAtMs),
+      ),
+    );
   });
 
   return router;

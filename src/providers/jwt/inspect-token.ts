@@ -9,13 +9,23 @@ export type TokenInspection = { active: false } | { active: true; payload: JWTPa
  * Is a broker-issued JWT live right now? Signature by one of our keys, not expired, its `jti` not on the
  * revocation list. Anything else — garbage, foreign, expired, revoked — is simply inactive (RFC 7662 §2.2).
  */
-export function createTokenInspector(deps: { redis: Redis; keys: RedisKeys; signingKeys: SigningKeyRing; brokerIssuer: string }) {
+export function createTokenInspector(deps: {
+  redis: Redis;
+  keys: RedisKeys;
+  signingKeys: SigningKeyRing;
+  brokerIssuer: string;
+}) {
   const getKey = createLocalJWKSet(deps.signingKeys.jwks);
   const algorithms = [...new Set(deps.signingKeys.all.map((key) => key.alg))];
   return async (token: string): Promise<TokenInspection> => {
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, getKey, { issuer: deps.brokerIssuer, algorithms, typ: 'at+jwt', requiredClaims: ['jti', 'exp'] }));
+      ({ payload } = await jwtVerify(token, getKey, {
+        issuer: deps.brokerIssuer,
+        algorithms,
+        typ: 'at+jwt',
+        requiredClaims: ['jti', 'exp'],
+      }));
     } catch {
       return { active: false };
     }

@@ -6,7 +6,12 @@ import type { SigningKeyRing } from '../../signing/signing-keys';
 
 /** Broker-signed access tokens. `jti` is the lease id, so a token always leads back to its lease. */
 /** `signingKeys` is null in the worker: it only revokes, so it never holds the signing secret. */
-export function createJwtProvider(deps: { redis: Redis; keys: RedisKeys; signingKeys: SigningKeyRing | null; brokerIssuer: string }): CredentialProvider {
+export function createJwtProvider(deps: {
+  redis: Redis;
+  keys: RedisKeys;
+  signingKeys: SigningKeyRing | null;
+  brokerIssuer: string;
+}): CredentialProvider {
   const { redis, keys, signingKeys, brokerIssuer } = deps;
   return {
     kind: 'jwt',
@@ -18,7 +23,11 @@ export function createJwtProvider(deps: { redis: Redis; keys: RedisKeys; signing
       if (grant.provider !== 'jwt') throw new Error('jwt provider given a non-jwt grant');
       if (!signingKeys) throw new Error('this process holds no signing keys');
       const { active } = signingKeys;
-      const token = await new SignJWT({ task: task.id, scope: grant.scopes.join(' '), iss_name: identity.issuer })
+      const token = await new SignJWT({
+        task: task.id,
+        scope: grant.scopes.join(' '),
+        iss_name: identity.issuer,
+      })
         .setProtectedHeader({ alg: active.alg, kid: active.kid, typ: 'at+jwt' })
         .setIssuer(brokerIssuer)
         .setSubject(identity.subject)

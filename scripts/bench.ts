@@ -1,0 +1,300 @@
+import { cpus, loadavg } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { alignedTtl, measureBytesPerLease, measureRevocationLag } from './bench/leases';
+import { closedLoop, openLoop, type PhaseResult, type Target } from './bench/load-generator';
+import { startBenchEnvironment, type BenchEnvironment } from './bench/processes';
+import { printTable, verdictOf, writeJson, type Row } from './bench/report';
+import { prepareWorkload } from './bench/workload';
+
+/**
+ * `npm run bench` — the product's performance targets, measured (docs/benchmark.md): issuance throughput
+ * and latency against the irreducible floor in the same run, revocation lag, Redis bytes per lease.
+ * `--quick` is a short smoke run; BENCH_* variables override the sizes.
+ */
+
+const quick = process.argv.includes('--quick');
+const num = (name: string, full: number, short: number) => {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? (quick ? short : full) : Number(raw);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new Error(`${name} must be a positive number (got "${raw}")`);
+  return value;
+};
+
+const settings = {
+  quick,
+  measureSeconds: num('BENCH_SECONDS', 8, 3),
+  warmupSeconds: num('BENCH_WARMUP_SECONDS', 2, 1),
+  jitWarmupSeconds: num('BENCH_JIT_WARMUP_SECONDS', 5, 3),
+  connections: num('BENCH_CONNECTIONS', 64, 32),
+  rates: (process.env.BENCH_RATES ?? '1000,500')
+    .split(',')
+    .map(Number)
+    .filter((rate) => rate > 0),
+  lagBatch: num('BENCH_LAG_BATCH', 2000, 500),
+  lagTtlSeconds: num('BENCH_LAG_TTL_SECONDS', 5, 3),
+  burst: num('BENCH_BURST', 10_000, 2000),
+  memoryLeases: num('BENCH_MEMORY_LEASES', 20_000, 3000),
+  watchdogSeconds: num('BENCH_WATCHDOG_SECONDS', 900, 240),
+};
+
+const GIB = 1024 ** 3;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+/** Runs one load phase and notes how many cores each process used meanwhile (from /proc). */
+async function measured<T extends PhaseResult>(
+  env: BenchEnvironment,
+  label: string,
+  server: 'api' | 'floor',
+  run: () => Promise<T>,
+) {
+  await sleep(1000);
+  const cpuBefore = env.cpuSeconds();
+  const startedMs = performance.now();
+  const result = await run();
+  const seconds = (performance.now() - startedMs) / 1000;
+  const cpuAfter = env.cpuSeconds();
+  const coresUsed = Object.fromEntries(
+    Object.entries(cpuAfter).map(([name, after]) => {
+      const before = cpuBefore[name];
+      return [
+        name,
+        after === null || before === null || before === undefined
+          ? null
+          : Math.round(((after - before) / seconds) * 100) / 100,
+      ];
+    }),
+  );
+  // CPU per request does not depend on how busy the machine is, unlike throughput: the bottleneck's cost.
+  const serverCpuSeconds = (cpuAfter[server] ?? NaN) - (cpuBefore[server] ?? NaN);
+  const serverCpuMsPerRequest =
+    Math.round((serverCpuSeconds * 1000 * 1000) / Math.max(1, result.requests)) / 1000;
+  const { latency } = result;
+  const cores = Object.entries(coresUsed)
+    .map(([name, value]) => `${name} ${value ?? '?'}`)
+    .join(', ');
+  log(
+    `  ${label}: ${result.throughputPerSecond}/s, p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms, errors ${result.errors}, ` +
+      `${serverCpuMsPerRequest} CPU ms/request  [cores: ${cores}]`,
+  );
+  return { ...result, coresUsed, serverCpuMsPerRequest };
+}
+
+async function run(env: BenchEnvironment) {
+  const { measureSeconds, warmupSeconds, connections } = settings;
+  const timing = { warmupMs: warmupSeconds * 1000, durationMs: measureSeconds * 1000 };
+  const workload = await prepareWorkload(env, { identities: 4, tasksEach: 4 });
+  const longLived = workload.broker(3600);
+  const saturate = (target: Target) => () => closedLoop(target, { connections, ...timing });
+  const atRate = (target: Target, ratePerSecond: number) => () =>
+    openLoop(target, { ratePerSecond, ...timing });
+
+  // Unrecorded load first: JIT and WebAssembly tier-up (Cedar) happen here, not inside a measured phase.
+  log(`warming up both servers (${settings.jitWarmupSeconds} s each, not recorded)...`);
+  for (const target of [workload.floor(), longLived]) {
+    await closedLoop(target, { connections, warmupMs: settings.jitWarmupSeconds * 1000, durationMs: 1 });
+  }
+  log(
+    `issuance, closed loop (${connections} connections, ${warmupSeconds} s warm-up + ${measureSeconds} s):`,
+  );
+  const floorSaturated = await measured(env, 'floor  saturated', 'floor', saturate(workload.floor()));
+  const brokerSaturated = await measured(env, 'broker saturated', 'api', saturate(longLived));
+  log('issuance, open loop (latency from the intended send time):');
+  const brokerRates: Record<string, Awaited<ReturnType<typeof measured>>> = {};
+  for (const rate of settings.rates)
+    brokerRates[rate] = await measured(env, `broker ${rate}/s`, 'api', atRate(longLived, rate));
+  const floorAt1000 = await measured(env, 'floor  1000/s', 'floor', atRate(workload.floor(), 1000));
+
+  const redis = new Redis(env.redis.url, { connectionName: 'bench' });
+  try {
+    log(`Redis memory: ${settings.memoryLeases} long-lived leases...`);
+    const memory = await measureBytesPerLease(redis, longLived, {
+      count: settings.memoryLeases,
+      connections,
+    });
+    log(`  ${memory.bytesPerLease} bytes/lease ${JSON.stringify(memory.breakdownBytesPerLease)}`);
+
+    log(`revocation lag: ${settings.lagBatch} leases with a ${settings.lagTtlSeconds} s TTL...`);
+    const lagTimeoutMs = settings.lagTtlSeconds * 1000 + 60_000;
+    const lag = await measureRevocationLag(redis, workload.broker(settings.lagTtlSeconds), {
+      count: settings.lagBatch,
+      connections,
+      timeoutMs: lagTimeoutMs,
+    });
+    log(
+      `  lag p50 ${lag.lag.p50Ms} ms, p99 ${lag.lag.p99Ms} ms, max ${lag.lag.maxMs} ms; ${JSON.stringify(lag.states)}`,
+    );
+
+    log(`revocation burst: ${settings.burst} leases expiring within one second of each other...`);
+    // Issuing takes a while: aim the common expiry past the time issuing should take at the measured rate.
+    const issueMs = (settings.burst / Math.max(100, 0.8 * brokerSaturated.throughputPerSecond)) * 1000;
+    const expireAtMs = Date.now() + issueMs + 3000;
+    const burst = await measureRevocationLag(redis, workload.broker(alignedTtl(expireAtMs)), {
+      count: settings.burst,
+      connections,
+      timeoutMs: expireAtMs - Date.now() + 60_000,
+    });
+    log(
+      `  drained in ${burst.drainMs} ms (expiry spread ${burst.expirySpreadMs} ms); lag p99 ${burst.lag.p99Ms} ms, max ${burst.lag.maxMs} ms`,
+    );
+
+    return { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst };
+  } finally {
+    redis.disconnect();
+  }
+}
+
+function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
+  const { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst } = results;
+  const at1000 = brokerRates['1000'];
+  const errors = [floorSaturated, brokerSaturated, floorAt1000, ...Object.values(brokerRates)].reduce(
+    (sum, phase) => sum + phase.errors,
+    0,
+  );
+  const rows: Row[] = [
+    {
+      measure: 'issuance saturated (broker)',
+      value: brokerSaturated.throughputPerSecond,
+      unit: '/s',
+      target: { op: '>=', limit: 2000 },
+    },
+    { measure: 'issuance saturated (floor)', value: floorSaturated.throughputPerSecond, unit: '/s' },
+    {
+      measure: 'broker / floor ratio',
+      value:
+        Math.round((brokerSaturated.throughputPerSecond / floorSaturated.throughputPerSecond) * 1000) / 1000,
+      unit: '×',
+      target: { op: '>=', limit: 0.5 },
+    },
+    { measure: 'API CPU per issuance (saturated)', value: brokerSaturated.serverCpuMsPerRequest, unit: 'ms' },
+    { measure: 'floor CPU per request (saturated)', value: floorSaturated.serverCpuMsPerRequest, unit: 'ms' },
+    {
+      measure: 'saturated p50 / p99 (broker)',
+      value: brokerSaturated.latency.p50Ms,
+      unit: `ms / ${brokerSaturated.latency.p99Ms} ms`,
+    },
+  ];
+  if (at1000) {
+    rows.push(
+      {
+        measure: 'p99 at 1,000/s (broker)',
+        value: at1000.latency.p99Ms,
+        unit: 'ms',
+        target: { op: '<=', limit: 15 },
+      },
+      { measure: 'p50 at 1,000/s (broker)', value: at1000.latency.p50Ms, unit: 'ms' },
+      { measure: 'answered per s in window at 1,000/s', value: at1000.throughputPerSecond, unit: '/s' },
+    );
+  }
+  for (const [rate, phase] of Object.entries(brokerRates)) {
+    if (rate !== '1000')
+      rows.push({
+        measure: `p50 / p99 at ${rate}/s (broker)`,
+        value: phase.latency.p50Ms,
+        unit: `ms / ${phase.latency.p99Ms} ms`,
+      });
+  }
+  rows.push(
+    {
+      measure: 'p50 / p99 at 1,000/s (floor)',
+      value: floorAt1000.latency.p50Ms,
+      unit: `ms / ${floorAt1000.latency.p99Ms} ms`,
+    },
+    { measure: 'failed requests (all load phases)', value: errors, unit: '', target: { op: '<=', limit: 0 } },
+    { measure: `revocation lag p50 (${lag.leases} leases)`, value: lag.lag.p50Ms, unit: 'ms' },
+    { measure: 'revocation lag p99', value: lag.lag.p99Ms, unit: 'ms', target: { op: '<=', limit: 1000 } },
+    { measure: 'revocation lag max', value: lag.lag.maxMs, unit: 'ms', target: { op: '<=', limit: 5000 } },
+    {
+      measure: 'leases left unsettled',
+      value: lag.unsettled + burst.unsettled,
+      unit: '',
+      target: { op: '<=', limit: 0 },
+    },
+    {
+      measure: `burst of ${burst.leases}: drained (first expiry → last)`,
+      value: burst.drainMs,
+      unit: 'ms',
+      target: { op: '<=', limit: 5000 },
+    },
+    { measure: 'burst: expiry spread', value: burst.expirySpreadMs, unit: 'ms' },
+    { measure: 'burst: lag p99 / max', value: burst.lag.p99Ms, unit: `ms / ${burst.lag.maxMs} ms` },
+    {
+      measure: 'Redis bytes per active lease',
+      value: memory.bytesPerLease,
+      unit: 'B',
+      target: { op: '<=', limit: Math.floor((2 * GIB) / 1e6) },
+    },
+    {
+      measure: '  of which audit stream',
+      value: memory.breakdownBytesPerLease.auditStream ?? NaN,
+      unit: 'B',
+    },
+    {
+      measure: '1,000,000 leases projected',
+      value: Math.round((memory.projectedBytesFor1M / GIB) * 100) / 100,
+      unit: 'GiB',
+      target: { op: '<=', limit: 2 },
+    },
+  );
+  return rows;
+}
+
+async function main() {
+  const startedAt = new Date().toISOString();
+  log(
+    `tasklease bench${quick ? ' (--quick: a smoke run, not a measurement)' : ''}; ${cpus().length} cores, load ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  log('Redis runs without an append-only file here (the bench measures the broker, not the disk).');
+  const resultsDir = path.resolve(__dirname, '../../bench-results');
+  const cpuProfileDir = process.env.BENCH_CPU_PROFILE ? path.join(resultsDir, 'profiles') : undefined;
+  const env = await startBenchEnvironment({ cpuProfileDir });
+  let stopping: Promise<void> | null = null;
+  const stop = () => (stopping ??= env.stop());
+  const abort = (reason: string, code: number) => {
+    process.stderr.write(`bench: ${reason}; stopping\n`);
+    void stop().finally(() => process.exit(code));
+  };
+  process.once('SIGINT', () => abort('interrupted', 130));
+  process.once('SIGTERM', () => abort('terminated', 143));
+  const watchdog = setTimeout(
+    () => abort(`watchdog: still running after ${settings.watchdogSeconds} s`, 2),
+    settings.watchdogSeconds * 1000,
+  );
+  watchdog.unref();
+  try {
+    const results = await run(env);
+    const rows = rowsOf(results);
+    printTable(`tasklease bench — ${startedAt}${quick ? ' — QUICK (smoke run)' : ''}`, rows);
+    const file = writeJson(resultsDir, {
+      startedAt,
+      settings,
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model,
+        loadavgAtEnd: loadavg(),
+        node: process.version,
+      },
+      rows: rows.map((row) => ({ ...row, result: verdictOf(row) })),
+      allTargetsPassed: rows.every((row) => verdictOf(row) !== 'FAIL'),
+      results,
+    });
+    log(`\nJSON: ${path.relative(process.cwd(), file)}`);
+    if (cpuProfileDir)
+      log(`API CPU profile: ${path.relative(process.cwd(), cpuProfileDir)}/ (written when the API stops)`);
+  } finally {
+    clearTimeout(watchdog);
+    await stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: Error) => {
+    process.stderr.write(`bench failed: ${error.stack ?? error.message}\n`);
+    process.exit(1);
+  },
+);

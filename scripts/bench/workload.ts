@@ -1,0 +1,83 @@
+import { jsonRequest, keepAliveAgent, send, type Target } from './load-generator';
+import { BENCH_GRANT, type BenchEnvironment } from './processes';
+
+/**
+ * What a request looks like: a few workloads (identity tokens are reusable bearer proofs, so each is minted
+ * once), each with a few long-lived tasks declared up front; issuance requests go round-robin over them.
+ */
+export interface Workload {
+  /** Issuance requests against the broker, for leases of `ttlSeconds` (or a per-request TTL). */
+  broker(ttlSeconds: number | (() => number)): Target;
+  /** The same requests against the floor server. */
+  floor(): Target;
+}
+
+interface OwnedTask {
+  token: string;
+  taskId: string;
+}
+
+export async function prepareWorkload(
+  env: BenchEnvironment,
+  options: { identities: number; tasksEach: number },
+): Promise<Workload> {
+  const agent = keepAliveAgent(4);
+  const owned: OwnedTask[] = [];
+  for (let i = 0; i < options.identities; i++) {
+    const token = await env.identityToken(`bench-agent-${i}`);
+    for (let j = 0; j < options.tasksEach; j++) {
+      const body = {
+        purpose: 'benchmark',
+        ticket: `BENCH-${i}-${j}`,
+        grants: [BENCH_GRANT],
+        ttlSeconds: 86_400,
+      };
+      const reply = await send(agent, env.api.port, jsonRequest('/v1/tasks', token, body));
+      if (reply.status !== 201)
+        throw new Error(`declaring a task failed: ${reply.status} ${reply.body.toString()}`);
+      owned.push({ token, taskId: (JSON.parse(reply.body.toString()) as { taskId: string }).taskId });
+    }
+  }
+  agent.destroy();
+
+  const roundRobin = () => {
+    let next = 0;
+    return () => owned[next++ % owned.length] as OwnedTask;
+  };
+  return {
+    broker(ttlSeconds) {
+      const pick = roundRobin();
+      // Fixed TTL: the request bytes are built once per task and reused.
+      const fixed =
+        typeof ttlSeconds === 'number'
+          ? owned.map((task) =>
+              jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, {
+                grant: BENCH_GRANT,
+                ttlSeconds,
+              }),
+            )
+          : null;
+      let index = 0;
+      return {
+        port: env.api.port,
+        next: () => {
+          if (fixed) return fixed[index++ % fixed.length] as ReturnType<Target['next']>;
+          const task = pick();
+          const ttl = (ttlSeconds as () => number)();
+          return jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, {
+            grant: BENCH_GRANT,
+            ttlSeconds: ttl,
+          });
+        },
+      };
+    },
+    floor() {
+      const first = owned[0] as OwnedTask;
+      const one = jsonRequest(`/v1/tasks/${first.taskId}/credentials`, first.token, {
+        grant: BENCH_GRANT,
+        ttlSeconds: 3600,
+      });
+      return { port: env.floor.port, next: () => one };
+    },
+  };
+}
