@@ -242,6 +242,10 @@ function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
 }
 
 async function main() {
+  // The broker children run on this Node: anything older than 24 crashes in Cedar under load.
+  if (Number(process.versions.node.split('.')[0]) < 24) {
+    throw new Error(`the bench needs Node 24 (this is ${process.version}): run it as npm run bench`);
+  }
   const startedAt = new Date().toISOString();
   log(
     `tasklease bench${quick ? ' (--quick: a smoke run, not a measurement)' : ''}; ${cpus().length} cores, load ${loadavg()

@@ -47,18 +47,21 @@ export interface AuditFilter {
 
 export type AuditLog = ReturnType<typeof createAuditLog>;
 
+/** The stream entry's value. Also used where an event is appended atomically with other writes (a lease). */
+export const serializeAuditEvent = (event: AuditEvent): string => JSON.stringify(event);
+
 /** Append-only log in a Redis Stream, oldest first. (Hash chaining arrives with the on-call issue.) */
 export function createAuditLog(redis: Redis, keys: RedisKeys) {
   return {
     async append(event: AuditEvent): Promise<void> {
-      await redis.xadd(keys.audit(), '*', 'event', JSON.stringify(event));
+      await redis.xadd(keys.audit(), '*', 'event', serializeAuditEvent(event));
     },
 
     /** Several events in one round trip, in order. */
     async appendMany(events: readonly AuditEvent[]): Promise<void> {
       if (events.length === 0) return;
       const pipeline = redis.pipeline();
-      for (const event of events) pipeline.xadd(keys.audit(), '*', 'event', JSON.stringify(event));
+      for (const event of events) pipeline.xadd(keys.audit(), '*', 'event', serializeAuditEvent(event));
       const replies = (await pipeline.exec()) ?? [];
       const failed = replies.find(([error]) => error);
       if (failed) throw failed[0];

@@ -18,6 +18,33 @@ export interface VerifierOptions {
   onReject: (reason: string, context: { issuer?: string; tokenSha256: string }) => void;
   onKeyError?: (issuer: string, error: unknown) => void;
   nowMs?: () => number;
+  /**
+   * How long a verified token's identity is remembered (default 60 s, 0 turns it off). A token is a bearer
+   * proof until it expires, so this changes nothing for a valid token; it bounds how long a token verified
+   * just before its issuer dropped the key keeps working: 60 s, well inside the JWKS refresh interval.
+   */
+  cacheSeconds?: number;
+  cacheEntries?: number;
+}
+
+/** Verified identities by token hash, until min(exp, cached + ttl); the oldest entry goes first when full. */
+function createIdentityCache(ttlSeconds: number, maxEntries: number) {
+  const entries = new Map<string, { identity: Identity; untilMs: number }>();
+  return {
+    get(tokenSha256: string, nowMs: number): Identity | null {
+      const entry = entries.get(tokenSha256);
+      if (!entry) return null;
+      if (entry.untilMs > nowMs) return entry.identity;
+      entries.delete(tokenSha256);
+      return null;
+    },
+    set(identity: Identity, nowMs: number): void {
+      if (ttlSeconds <= 0) return;
+      if (entries.size >= maxEntries) entries.delete(entries.keys().next().value as string);
+      const untilMs = Math.min(identity.expiresAtMs, nowMs + ttlSeconds * 1000);
+      entries.set(identity.tokenSha256, { identity: Object.freeze(identity), untilMs });
+    },
+  };
 }
 
 export const sha256Hex = (value: string): string => createHash('sha256').update(value).digest('hex');
@@ -42,8 +69,12 @@ export function createAttestationVerifier(
     byIss.set(config.issuer, { config, keys });
   }
 
+  const cache = createIdentityCache(options.cacheSeconds ?? 60, options.cacheEntries ?? 10_000);
+
   const verify: VerifyAttestation = async (token) => {
     const tokenSha256 = sha256Hex(token);
+    const cached = cache.get(tokenSha256, now());
+    if (cached) return cached;
     const reject = (reason: string, issuer?: string): never => {
       options.onReject(reason, { issuer, tokenSha256 });
       throw new BrokerError('unauthenticated', 'identity token rejected');
@@ -91,7 +122,16 @@ export function createAttestationVerifier(
     if (!subject) return reject(`subject claim ${config.subjectClaim} missing or not a string`, config.name);
     const presetProblem = applyPreset(config.kind, claims, protectedHeader);
     if (presetProblem) return reject(presetProblem, config.name);
-    return { issuer: config.name, kind: config.kind, subject, claims, tokenSha256, expiresAtMs: exp * 1000 };
+    const identity: Identity = {
+      issuer: config.name,
+      kind: config.kind,
+      subject,
+      claims,
+      tokenSha256,
+      expiresAtMs: exp * 1000,
+    };
+    cache.set(identity, now());
+    return identity;
   };
 
   return { verify, close: () => byIss.forEach(({ keys }) => keys.close()) };

@@ -1,18 +1,21 @@
 import type { Redis } from 'ioredis';
 import { identityKey, type Lease, type LeaseState } from '../domain/types';
 import type { RedisKeys } from './keys';
+import { luaScript } from './lua-script';
 
 /**
  * Writes a lease, its three indexes, its due-index entry and the task's active count in one atomic step,
- * only if the task is still open, the lease cap is not reached and the lease does not exist yet.
- * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due   ARGV: cap, nowMs, expiresAtMs, id, fields...
+ * only if the task is still open, the lease cap is not reached and the lease does not exist yet — and, in the
+ * same step, the audit entry that records it (so a lease never exists without its `credential.issued`).
+ * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due, audit
+ * ARGV: cap, nowMs, expiresAtMs, id, auditEntry, fields...
  */
-const CREATE_LEASE = `
+const CREATE_LEASE = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return 'task_not_open' end
 if tonumber(redis.call('HGET', KEYS[2], 'expiresAtMs')) <= tonumber(ARGV[2]) then return 'task_not_open' end
 if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[1]) then return 'cap' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('SADD', KEYS[3], ARGV[4])
 local taskTtl = redis.call('PTTL', KEYS[2])
 if taskTtl > 0 then redis.call('PEXPIRE', KEYS[3], taskTtl) end
@@ -20,14 +23,15 @@ redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'activeLeases', 1)
-return 'ok'`;
+redis.call('XADD', KEYS[7], '*', 'event', ARGV[5])
+return 'ok'`);
 
 /**
  * Settles a lease (revoked or expired) once: state, what revocation did, out of the due and irrevocable
  * indexes, into the settled index (purged after the retention period), the task's active count down.
  * KEYS: lease, due, irrevocable, task, settled   ARGV: id, state, revocation, nowMs, reason
  */
-const SETTLE_LEASE = `
+const SETTLE_LEASE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state == 'revoked' or state == 'expired' then return 'already' end
@@ -39,13 +43,13 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'activeLeases', -1) end
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
-return 'settled'`;
+return 'settled'`);
 
 /**
  * Deletes settled leases older than the retention cut-off, with their index entries.
  * KEYS: settled   ARGV: cutoffMs, limit, keyPrefix
  */
-const PURGE_SETTLED = `
+const PURGE_SETTLED = luaScript(`
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local p = ARGV[3]
 for _, id in ipairs(ids) do
@@ -58,29 +62,29 @@ for _, id in ipairs(ids) do
   redis.call('DEL', p .. 'lease:' .. id)
   redis.call('ZREM', KEYS[1], id)
 end
-return #ids`;
+return #ids`);
 
 /**
  * Moves an active (or irrevocable) lease to revoking and makes it due now, so the sweeper re-queues it if
  * the revocation job is lost. Answers 'started', or the state that prevented it.
  * KEYS: lease, due   ARGV: id, nowMs, reason
  */
-const MARK_REVOKING = `
+const MARK_REVOKING = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state ~= 'active' and state ~= 'irrevocable' then return state end
 redis.call('HSET', KEYS[1], 'state', 'revoking', 'revokeReason', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 'started'`;
+return 'started'`);
 
 /** KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error */
-const MARK_IRREVOCABLE = `
+const MARK_IRREVOCABLE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'revoked' or state == 'expired' then return 'settled' end
 redis.call('HSET', KEYS[1], 'state', 'irrevocable', 'lastError', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
-return 'irrevocable'`;
+return 'irrevocable'`);
 
 export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap';
 
@@ -136,11 +140,15 @@ export interface LeaseSelector {
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
 
 export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { retentionSeconds: number }) {
-  const run = (script: string, keyList: string[], args: (string | number)[]) =>
-    redis.eval(script, keyList.length, ...keyList, ...args) as Promise<string>;
+  const run = async (script: ReturnType<typeof luaScript>, keyList: string[], args: (string | number)[]) =>
+    (await script(redis, keyList, args)) as string;
 
   return {
-    async create(lease: Lease, maxActiveLeases: number, nowMs: number): Promise<CreateLeaseResult> {
+    /** `auditEntry`: the serialised audit event appended with the lease (see audit/audit-log.ts). */
+    async create(
+      lease: Lease,
+      options: { maxActiveLeases: number; nowMs: number; auditEntry: string },
+    ): Promise<CreateLeaseResult> {
       const keyList = [
         keys.lease(lease.id),
         keys.task(lease.taskId),
@@ -148,8 +156,10 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.identityLeases(identityKey(lease.issuer, lease.subject)),
         keys.grantLeases(lease.grant),
         keys.due(),
+        keys.audit(),
       ];
-      const args = [maxActiveLeases, nowMs, lease.expiresAtMs, lease.id, ...serialise(lease)];
+      const { maxActiveLeases, nowMs, auditEntry } = options;
+      const args = [maxActiveLeases, nowMs, lease.expiresAtMs, lease.id, auditEntry, ...serialise(lease)];
       return (await run(CREATE_LEASE, keyList, args)) as CreateLeaseResult;
     },
 
@@ -205,7 +215,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
     /** Drops settled leases past the retention period; returns how many went. */
     async purgeSettled(nowMs: number, limit: number): Promise<number> {
       const cutoffMs = nowMs - options.retentionSeconds * 1000;
-      return Number(await redis.eval(PURGE_SETTLED, 1, keys.settled(), cutoffMs, limit, keys.prefix));
+      return Number(await PURGE_SETTLED(redis, [keys.settled()], [cutoffMs, limit, keys.prefix]));
     },
 
     async recordFailure(leaseId: string, error: string): Promise<void> {

@@ -10,6 +10,8 @@ export function connectRedis(url: string, options: { forBullWorker?: boolean; na
     maxRetriesPerRequest: options.forBullWorker ? null : 2,
     commandTimeout: options.forBullWorker ? undefined : 5_000,
     enableOfflineQueue: options.forBullWorker ?? false,
+    // Commands issued in the same tick by concurrent requests go out in one write.
+    enableAutoPipelining: !options.forBullWorker,
     lazyConnect: false,
   });
 }
@@ -25,6 +27,19 @@ export async function assertNoEviction(redis: Redis): Promise<void> {
       `Redis maxmemory-policy is "${policy}": Redis could evict leases. Set "maxmemory-policy noeviction".`,
     );
   }
+}
+
+/**
+ * BullMQ stores a job's options (~160 bytes) in its hash; above `hash-max-listpack-value` (64 by default)
+ * Redis switches the whole hash to its large encoding. 256 keeps a delayed revocation job at ~300 B
+ * instead of ~800 B. A recommendation, not a requirement: below it the broker warns and runs.
+ */
+export const RECOMMENDED_LISTPACK_VALUE = 256;
+
+export async function listpackValueTooSmall(redis: Redis): Promise<number | null> {
+  const reply = (await redis.config('GET', 'hash-max-listpack-value').catch(() => [])) as string[];
+  const value = Number(reply[1]);
+  return Number.isFinite(value) && value < RECOMMENDED_LISTPACK_VALUE ? value : null;
 }
 
 export async function waitForRedis(redis: Redis, timeoutMs = 10_000): Promise<void> {

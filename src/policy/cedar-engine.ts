@@ -1,6 +1,8 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
+import { claimsUsed, pruneClaims } from './claims-used';
 import type { PolicyRequest } from './vocabulary';
 
 export interface PolicyDecision {
@@ -59,15 +61,18 @@ export function createPolicyEngine(location: string): PolicyEngine {
   let setId = '';
   let policyCount = 0;
   let forbids = new Set<string>();
+  let claimNames: Set<string> | null = null;
 
   const load = () => {
     const policies = readPolicies(location);
     const nextForbids = new Set<string>();
+    const policyJson: PolicyJson[] = [];
     for (const [id, text] of Object.entries(policies)) {
       const json = cedar.policyToJson(text);
       if (json.type === 'failure')
         throw new PolicyLoadError(`${id}: ${json.errors.map((error) => error.message).join('; ')}`);
       if (json.json.effect === 'forbid') nextForbids.add(id);
+      policyJson.push(json.json);
     }
     const nextId = `tasklease-${++generation}`;
     const parsed = cedar.preparsePolicySet(nextId, { staticPolicies: policies });
@@ -75,6 +80,7 @@ export function createPolicyEngine(location: string): PolicyEngine {
       throw new PolicyLoadError(parsed.errors.map((error) => error.message).join('; '));
     setId = nextId;
     forbids = nextForbids;
+    claimNames = claimsUsed(policyJson);
     policyCount = Object.keys(policies).length;
     return { policyCount };
   };
@@ -86,7 +92,18 @@ export function createPolicyEngine(location: string): PolicyEngine {
     },
     reload: load,
     evaluate(request) {
-      const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: setId });
+      const entities = request.entities.map((entity) =>
+        (entity.uid as { type?: string }).type === 'Workload' && entity.attrs.claims
+          ? {
+              ...entity,
+              attrs: {
+                ...entity.attrs,
+                claims: pruneClaims(entity.attrs.claims as Record<string, string>, claimNames),
+              },
+            }
+          : entity,
+      );
+      const answer = cedar.statefulIsAuthorized({ ...request, entities, preparsedPolicySetId: setId });
       // Fails closed: an evaluation failure is a denial, with the error as the reason.
       if (answer.type === 'failure') {
         return {

@@ -1,7 +1,11 @@
 import { createHash } from 'node:crypto';
+import { serializeAuditEvent, type AuditEvent } from '../audit/audit-log';
+import type { GrantConfig } from '../config/schema';
 import { BrokerError } from '../domain/errors';
 import type { Identity, Lease } from '../domain/types';
 import { issueRequest } from '../policy/vocabulary';
+import type { CredentialProvider } from '../providers/provider';
+import type { StoredTask } from '../tasks/task-store';
 import type { BrokerDeps } from './deps';
 import { loadOwnTask } from './load-own-task';
 
@@ -11,17 +15,19 @@ export interface IssueCredentialInput {
   reason?: string;
 }
 
+type Deps = Pick<
+  BrokerDeps,
+  'config' | 'tasks' | 'leases' | 'queue' | 'policy' | 'providers' | 'audit' | 'events' | 'nowMs' | 'newId'
+>;
+
 const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /**
- * verify identity (done by the caller) → load task → evaluate policy → provider mints → record lease →
- * schedule revocation → audit. The lease is durable before the credential leaves.
+ * verify identity (done by the caller) → load task → evaluate policy → provider mints → record lease (with
+ * its audit entry, atomically) → schedule revocation. The lease is durable before the credential leaves.
  */
 export async function issueCredential(
-  deps: Pick<
-    BrokerDeps,
-    'config' | 'tasks' | 'leases' | 'queue' | 'policy' | 'providers' | 'audit' | 'events' | 'nowMs' | 'newId'
-  >,
+  deps: Deps,
   identity: Identity,
   taskId: string,
   input: IssueCredentialInput,
@@ -29,12 +35,7 @@ export async function issueCredential(
   const startedMs = performance.now();
   const nowMs = deps.nowMs();
   const task = await loadOwnTask(deps.tasks, identity, taskId, nowMs);
-  if (task.state !== 'open') throw new BrokerError('task_not_open', `the task is ${task.state}`);
-  const grant = deps.config.grants[input.grant];
-  if (!grant) throw new BrokerError('unknown_grant', `unknown grant: ${input.grant}`);
-  if (task.grants.length > 0 && !task.grants.includes(input.grant)) {
-    throw new BrokerError('grant_not_declared', `the task did not declare grant ${input.grant}`);
-  }
+  const grant = checkGrant(deps, task, input.grant);
   // Clamped, never refused: the grant's maximum and the task's remaining time bound every lease.
   const taskRemainingSeconds = Math.floor((task.expiresAtMs - nowMs) / 1000);
   const ttlSeconds = Math.min(
@@ -50,26 +51,21 @@ export async function issueCredential(
     task: task.id,
     ticket: task.ticket,
     ref: task.ref,
-    grant: input.grant,
   };
-  const grantFacts = {
+  const facts = {
     name: input.grant,
     provider: grant.provider,
     sensitivity: grant.sensitivity,
     approval: grant.approval,
   };
-  const decision = deps.policy.evaluate(issueRequest(identity, task, grantFacts, ttlSeconds, nowMs));
+  const decision = deps.policy.evaluate(issueRequest(identity, task, facts, ttlSeconds, nowMs));
   if (!decision.allowed) {
-    deps.events.denied('issue', decision.reason, {
-      issuer: identity.issuer,
-      subject: identity.subject,
-      grant: input.grant,
-      task: task.id,
-    });
+    deps.events.denied('issue', decision.reason, { ...who, grant: input.grant });
     await deps.audit.append({
       type: 'credential.denied',
       atMs: nowMs,
       ...who,
+      grant: input.grant,
       tokenSha256: identity.tokenSha256,
       reason: decision.reason,
     });
@@ -104,23 +100,11 @@ export async function issueCredential(
     credentialSha256: sha256Hex(minted.secret),
     attempts: 0,
   };
-  await recordLease(deps, provider, lease, nowMs);
-
-  // A lost schedule is not a lost lease: the sweeper finds it in the due index at expiry.
-  await deps.queue
-    .scheduleExpiry(leaseId, expiresAtMs, nowMs)
-    .catch((error: Error) =>
-      deps.events.revocationFailed(
-        leaseId,
-        grant.provider,
-        `schedule failed, sweeper will act: ${error.message}`,
-        false,
-      ),
-    );
-  await deps.audit.append({
+  const audit: AuditEvent = {
     type: 'credential.issued',
     atMs: nowMs,
     ...who,
+    grant: input.grant,
     lease: leaseId,
     tokenSha256: identity.tokenSha256,
     credentialSha256: lease.credentialSha256,
@@ -130,27 +114,51 @@ export async function issueCredential(
       provider: grant.provider,
       ...(input.reason ? { requestReason: input.reason } : {}),
     },
-  });
-  deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
-  return {
-    leaseId,
-    grant: input.grant,
-    provider: grant.provider,
-    expiresAt: new Date(expiresAtMs).toISOString(),
-    credential: minted.credential,
   };
+  await recordLease(deps, provider, lease, audit, nowMs);
+
+  // A lost schedule is not a lost lease: the sweeper finds it in the due index at expiry.
+  await deps.queue
+    .scheduleExpiry(leaseId, expiresAtMs, nowMs)
+    .catch((error: Error) =>
+      deps.events.revocationFailed(
+        leaseId,
+        grant.provider,
+        `schedule failed, the sweeper will act: ${error.message}`,
+        false,
+      ),
+    );
+  deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
+  const expiresAt = new Date(expiresAtMs).toISOString();
+  return { leaseId, grant: input.grant, provider: grant.provider, expiresAt, credential: minted.credential };
 }
 
-/** Writes the lease; if that fails, the credential is revoked at once and never returned. */
+function checkGrant(deps: Pick<Deps, 'config'>, task: StoredTask, grantName: string): GrantConfig {
+  if (task.state !== 'open') throw new BrokerError('task_not_open', `the task is ${task.state}`);
+  const grant = deps.config.grants[grantName];
+  if (!grant) throw new BrokerError('unknown_grant', `unknown grant: ${grantName}`);
+  if (task.grants.length > 0 && !task.grants.includes(grantName)) {
+    throw new BrokerError('grant_not_declared', `the task did not declare grant ${grantName}`);
+  }
+  return grant;
+}
+
+/** Writes the lease and its audit entry; if that fails, the credential is revoked at once and never returned. */
 async function recordLease(
-  deps: Pick<BrokerDeps, 'config' | 'leases' | 'events'>,
-  provider: { revoke: (lease: Lease, context: { nowMs: number }) => Promise<unknown> },
+  deps: Pick<Deps, 'config' | 'leases' | 'events'>,
+  provider: CredentialProvider,
   lease: Lease,
+  audit: AuditEvent,
   nowMs: number,
 ): Promise<void> {
   let result: string;
   try {
-    result = await deps.leases.create(lease, deps.config.broker.maxActiveLeases, nowMs);
+    const options = {
+      maxActiveLeases: deps.config.broker.maxActiveLeases,
+      nowMs,
+      auditEntry: serializeAuditEvent(audit),
+    };
+    result = await deps.leases.create(lease, options);
   } catch (error) {
     await provider
       .revoke(lease, { nowMs })

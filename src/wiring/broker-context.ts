@@ -5,7 +5,13 @@ import type { Config } from '../config/schema';
 import { createAttestationVerifier, type AttestationVerifier } from '../identity/verify-attestation';
 import { RedisKeys } from '../leases/keys';
 import { createLeaseStore } from '../leases/lease-store';
-import { assertNoEviction, connectRedis, waitForRedis } from '../leases/redis';
+import {
+  assertNoEviction,
+  connectRedis,
+  listpackValueTooSmall,
+  RECOMMENDED_LISTPACK_VALUE,
+  waitForRedis,
+} from '../leases/redis';
 import { createRevocationQueue } from '../leases/revocation-queue';
 import type { Logger } from '../observability/logger';
 import { createMetrics, type Metrics } from '../observability/metrics';
@@ -93,6 +99,13 @@ export async function createBrokerContext(options: {
   redis.on('error', (error) => logger.warn({ err: error.message }, 'redis connection error'));
   await waitForRedis(redis);
   await assertNoEviction(redis);
+  const listpackValue = await listpackValueTooSmall(redis);
+  if (listpackValue !== null) {
+    logger.warn(
+      { current: listpackValue, recommended: RECOMMENDED_LISTPACK_VALUE },
+      'Redis hash-max-listpack-value is small: each lease costs ~500 B more (see docs/architecture.md)',
+    );
+  }
 
   const keys = new RedisKeys(config.broker.redisPrefix);
   const leases = createLeaseStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds });

@@ -56,7 +56,10 @@ describe('an issuer configured with jwksUri', () => {
       jwksRefreshSeconds: 1,
     };
     const rejections: string[] = [];
-    const verifier = createAttestationVerifier([config], { onReject: (reason) => rejections.push(reason) });
+    const verifier = createAttestationVerifier([config], {
+      onReject: (reason) => rejections.push(reason),
+      cacheSeconds: 1,
+    });
     try {
       // The first refresh starts with the verifier, before any request.
       await waitFor(async () => issuer.fetches() >= 1, 2_000, 10);
@@ -70,7 +73,9 @@ describe('an issuer configured with jwksUri', () => {
       const fetchesAtRotation = issuer.fetches();
       await waitFor(async () => issuer.fetches() > fetchesAtRotation, 3_000, 20);
       expect((await verifier.verify(await signWithSecond('agent-2'))).subject).toBe('agent-2');
-      // The retired key no longer verifies.
+      // A token verified before the rotation is remembered for at most cacheSeconds (here 1 s); then the
+      // retired key no longer verifies it.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
       await expect(verifier.verify(token)).rejects.toMatchObject({ code: 'unauthenticated' });
       expect(rejections.at(-1)).toMatch(/ERR_JWKS_NO_MATCHING_KEY|no applicable key/i);
     } finally {

@@ -1,0 +1,48 @@
+import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
+
+/**
+ * The claim names a policy set can read. Cedar has no dynamic attribute access, so every read of
+ * `principal.claims` is `principal.claims.<name>` or `principal.claims has <name>` with a literal name —
+ * unless a policy uses the record whole (`principal.claims == {...}`), in which case the answer is null (all).
+ * Passing Cedar only these claims cannot change a decision, and Cedar's cost grows with every attribute.
+ */
+export function claimsUsed(policies: readonly PolicyJson[]): Set<string> | null {
+  const names = new Set<string>();
+  let wholeRecord = false;
+
+  const isClaimsRecord = (node: unknown): boolean => {
+    const access = (node as { '.'?: { left?: { Var?: string }; attr?: string } } | null)?.['.'];
+    return access?.attr === 'claims' && access.left?.Var === 'principal';
+  };
+  const walk = (node: unknown): void => {
+    if (wholeRecord || node === null || typeof node !== 'object') return;
+    if (Array.isArray(node)) return node.forEach(walk);
+    const record = node as Record<string, unknown>;
+    for (const op of ['.', 'has'] as const) {
+      const access = record[op] as { left?: unknown; attr?: string | string[] } | undefined;
+      if (access && isClaimsRecord(access.left)) {
+        names.add(Array.isArray(access.attr) ? (access.attr[0] as string) : (access.attr as string));
+        return;
+      }
+    }
+    if (isClaimsRecord(record)) {
+      wholeRecord = true;
+      return;
+    }
+    Object.values(record).forEach(walk);
+  };
+
+  policies.forEach(walk);
+  return wholeRecord ? null : names;
+}
+
+/** The claims record with only the names in `used` (all of it when `used` is null). */
+export function pruneClaims(
+  claims: Record<string, string>,
+  used: Set<string> | null,
+): Record<string, string> {
+  if (!used) return claims;
+  const out: Record<string, string> = {};
+  for (const name of used) if (name in claims) out[name] = claims[name] as string;
+  return out;
+}
