@@ -27,6 +27,8 @@ export const BODY_LIMIT = '64kb';
 export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // No ETags: these answers are never cached, and hashing every body costs CPU on the hot path.
+  app.set('etag', false);
   app.set('query parser', 'simple');
   app.use((req, res, next) => {
     const startedMs = performance.now();

@@ -13,6 +13,8 @@ export interface UseCaseEvents {
   denied(action: string, reason: string, context: Record<string, string>): void;
   settled(lease: { id: string; provider: string; expiresAtMs: number }, state: string, nowMs: number): void;
   revocationFailed(leaseId: string, provider: string, error: string, final: boolean): void;
+  /** The expiry job could not be queued; the sweeper will revoke the lease at expiry instead. */
+  scheduleFailed(leaseId: string, error: string): void;
 }
 
 /** Everything a use case may need; each one takes only the `Pick` it uses. */

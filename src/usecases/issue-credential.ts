@@ -115,19 +115,22 @@ export async function issueCredential(
       ...(input.reason ? { requestReason: input.reason } : {}),
     },
   };
-  await recordLease(deps, provider, lease, audit, nowMs);
-
-  // A lost schedule is not a lost lease: the sweeper finds it in the due index at expiry.
-  await deps.queue
-    .scheduleExpiry(leaseId, expiresAtMs, nowMs)
-    .catch((error: Error) =>
-      deps.events.revocationFailed(
-        leaseId,
-        grant.provider,
-        `schedule failed, the sweeper will act: ${error.message}`,
-        false,
-      ),
-    );
+  // The expiry job goes out with the lease write (one round trip). A job whose lease was never written is
+  // cancelled, and would find no lease anyway; a lost schedule is covered by the sweeper at expiry.
+  const scheduled = deps.queue.scheduleExpiry(leaseId, expiresAtMs, nowMs).then(
+    () => true,
+    (error: Error) => {
+      deps.events.scheduleFailed(leaseId, error.message);
+      return false;
+    },
+  );
+  try {
+    await recordLease(deps, provider, lease, audit, nowMs);
+  } catch (error) {
+    if (await scheduled) await deps.queue.cancelExpiry(leaseId).catch(() => undefined);
+    throw error;
+  }
+  await scheduled;
   deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
   const expiresAt = new Date(expiresAtMs).toISOString();
   return { leaseId, grant: input.grant, provider: grant.provider, expiresAt, credential: minted.credential };

@@ -50,6 +50,8 @@ function useCaseEvents(metrics: Metrics, logger: Logger): UseCaseEvents {
       if (state === 'expired')
         metrics.revocationLagSeconds.observe(Math.max(0, nowMs - lease.expiresAtMs) / 1000);
     },
+    scheduleFailed: (leaseId, error) =>
+      logger.warn({ leaseId, err: error }, 'expiry job not queued; the sweeper will act'),
     revocationFailed: (leaseId, provider, error, final) => {
       metrics.revocationFailures.inc({ provider, final: String(final) });
       logger.warn(
