@@ -38,7 +38,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, req, res, _next) => {
     let known: BrokerError | null = isBrokerError(error) ? error : fromBodyParser(error as { type?: string });
     if (!known && error instanceof z.ZodError) {
-      const issues = error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`);
+      const issues = error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`);
       known = new BrokerError('invalid_request', issues.join('; '));
     }
     if (!known && isRedisUnavailable(error)) {

@@ -152,8 +152,8 @@ describe('admin: listing leases', () => {
     expect(idsOf(await list(`?task=${tasks.B.taskId}&state=active`))).toEqual([tasks.B.leaseIds[1]]);
   });
 
-  it('answers 400 invalid_request to an unknown filter or state', async () => {
-    for (const query of ['?colour=red', '?state=gone', '?task=bad.id']) {
+  it('answers 400 invalid_request to an unknown filter or state, or an issuer without an identity', async () => {
+    for (const query of ['?colour=red', '?state=gone', '?task=bad.id', '?issuer=agents']) {
       const response = await fleet.broker.call('GET', `/v1/leases${query}`, fleet.admin);
       expect(response.status).toBe(400);
       expect(response.body.error).toBe('invalid_request');

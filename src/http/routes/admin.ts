@@ -9,35 +9,36 @@ import { leaseView } from '../views';
 
 const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
 const reason = z.string().trim().min(1, 'a reason is required').max(500);
-const listQuery = z.strictObject({
+/** Which leases: by task, by identity (a subject, optionally of one issuer), by grant, by provider. */
+const selectorFields = {
   task: id.optional(),
   identity: z.string().min(1).max(512).optional(),
   issuer: z.string().min(1).max(64).optional(),
   grant: z.string().min(1).max(64).optional(),
   provider: z.enum(['jwt', 'aws-sts', 'vault']).optional(),
-  state: z.enum(LEASE_STATES).optional(),
-  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
-});
+};
+const issuerGoesWithIdentity: [
+  (s: { issuer?: string; identity?: string }) => boolean,
+  { message: string; path: string[] },
+] = [(s) => !s.issuer || Boolean(s.identity), { message: 'issuer goes with identity', path: ['issuer'] }];
+const limit = z.coerce.number().int().min(1).max(10_000).default(1000);
+
+const listQuery = z
+  .strictObject({ ...selectorFields, state: z.enum(LEASE_STATES).optional(), limit })
+  .refine(...issuerGoesWithIdentity);
 const selectorSchema = z
-  .strictObject({
-    task: id.optional(),
-    identity: z.string().min(1).max(512).optional(),
-    issuer: z.string().min(1).max(64).optional(),
-    grant: z.string().min(1).max(64).optional(),
-    provider: z.enum(['jwt', 'aws-sts', 'vault']).optional(),
-    all: z.literal(true).optional(),
-  })
+  .strictObject({ ...selectorFields, all: z.literal(true).optional() })
   .refine((s) => Boolean(s.all) !== Boolean(s.task || s.identity || s.grant || s.provider), {
     message: 'give one or more of task, identity, grant, provider — or all: true alone',
   })
-  .refine((s) => !s.issuer || s.identity, { message: 'issuer goes with identity', path: ['issuer'] });
+  .refine(...issuerGoesWithIdentity);
 const bulkBody = z.strictObject({ selector: selectorSchema, reason, dryRun: z.boolean().default(false) });
 const auditQuery = z.strictObject({
   task: id.optional(),
   lease: id.optional(),
-  identity: z.string().min(1).max(512).optional(),
-  issuer: z.string().min(1).max(64).optional(),
-  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+  identity: selectorFields.identity,
+  issuer: selectorFields.issuer,
+  limit,
 });
 
 type Selector = {
