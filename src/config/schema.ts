@@ -97,7 +97,13 @@ export const configSchema = z
       .array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) }))
       .default([]),
     /** Identities allowed to introspect broker-issued tokens (RFC 7662), besides admins. */
-    resourceServers: z.array(principalsSchema).default([]),
+    /**
+     * `audiences`: the token audiences this resource server may introspect; a token for any other audience
+     * answers inactive to it. Omitted: every broker-issued token.
+     */
+    resourceServers: z
+      .array(principalsSchema.extend({ audiences: z.array(z.string().min(1)).min(1).optional() }))
+      .default([]),
     broker: z
       .strictObject({
         /** `iss` of broker-signed JWTs and task records. */

@@ -20,7 +20,19 @@ export function adminPermissions(config: Pick<Config, 'admins'>, identity: Ident
   return out;
 }
 
-export const isResourceServer = (config: Pick<Config, 'resourceServers'>, identity: Identity): boolean =>
-  config.resourceServers.some(
+/**
+ * Which token audiences the caller may introspect: every one (an admin with `view`, or a resource server
+ * configured without `audiences`), the listed ones, or none (null: not allowed to introspect at all).
+ */
+export function introspectableAudiences(
+  config: Pick<Config, 'admins' | 'resourceServers'>,
+  identity: Identity,
+): 'all' | Set<string> | null {
+  if (adminPermissions(config, identity).has('view')) return 'all';
+  const entries = config.resourceServers.filter(
     (entry) => entry.issuer === identity.issuer && entry.subjects.includes(identity.subject),
   );
+  if (entries.length === 0) return null;
+  if (entries.some((entry) => !entry.audiences)) return 'all';
+  return new Set(entries.flatMap((entry) => entry.audiences ?? []));
+}

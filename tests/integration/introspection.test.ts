@@ -172,3 +172,40 @@ describe('introspection (RFC 7662) and holder revocation (RFC 7009)', () => {
     expect((await introspect(token)).body).toEqual({ active: false });
   });
 });
+
+describe('introspection bound to audiences', () => {
+  it('a resource server sees only tokens minted for its own audiences', async () => {
+    const broker = await startTestBroker({
+      resourceServers: [
+        { issuer: 'corp', subjects: ['artifacts-api'], audiences: ['https://artifacts.test'] },
+        { issuer: 'corp', subjects: ['billing-api'], audiences: ['https://billing.test'] },
+      ],
+    });
+    try {
+      const agent = await broker.agents.sign({ sub: 'aud-agent' });
+      const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'aud', ticket: 'OPS-11' });
+      const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+        grant: 'artifacts-read',
+      });
+      const introspect = async (sub: string) => {
+        const response = await fetch(`${broker.url}/v1/introspect`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${await broker.admins.sign({ sub })}`,
+            'content-type': 'application/x-www-form-urlencoded',
+          },
+          body: new URLSearchParams({ token: issued.body.credential.token }),
+        });
+        return (await response.json()) as { active: boolean; aud?: string };
+      };
+      expect(await introspect('artifacts-api')).toMatchObject({
+        active: true,
+        aud: 'https://artifacts.test',
+      });
+      expect(await introspect('billing-api')).toEqual({ active: false });
+      expect(await introspect('oncall@example.com')).toMatchObject({ active: true });
+    } finally {
+      await broker.close();
+    }
+  });
+});

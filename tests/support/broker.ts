@@ -64,6 +64,7 @@ export interface TestBrokerOptions {
   extraIssuers?: TestIssuer[];
   /** false: no in-process worker (a test runs the real worker process instead). */
   worker?: boolean;
+  resourceServers?: ConfigInput['resourceServers'];
   /** Another Redis than the shared test one (a test that stops its Redis). */
   redisUrl?: string;
 }
@@ -101,7 +102,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       { issuer: 'corp', subjects: ['oncall@example.com'], roles: ['admin'] },
       { issuer: 'corp', subjects: ['viewer@example.com'], roles: ['viewer'] },
     ],
-    resourceServers: [{ issuer: 'corp', subjects: ['artifacts-api'] }],
+    resourceServers: options.resourceServers ?? [{ issuer: 'corp', subjects: ['artifacts-api'] }],
     broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
   };

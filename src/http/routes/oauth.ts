@@ -1,7 +1,7 @@
 import { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { BrokerError } from '../../domain/errors';
-import { adminPermissions, isResourceServer } from '../../policy/admin-roles';
+import { introspectableAudiences } from '../../policy/admin-roles';
 import type { TokenInspector } from '../../providers/jwt/inspect-token';
 import type { BrokerDeps } from '../../usecases/deps';
 import { requestRevocation } from '../../usecases/request-revocation';
@@ -21,10 +21,8 @@ export function oauthRoutes(deps: BrokerDeps, inspect: TokenInspector, authentic
   const router = Router();
 
   router.post('/v1/introspect', authenticate, async (req, res) => {
-    const identity = identityOf(res);
-    if (!isResourceServer(deps.config, identity) && !adminPermissions(deps.config, identity).has('view')) {
-      throw new BrokerError('forbidden', 'introspection is for resource servers and admins');
-    }
+    const audiences = introspectableAudiences(deps.config, identityOf(res));
+    if (!audiences) throw new BrokerError('forbidden', 'introspection is for resource servers and admins');
     const { token } = tokenBody.parse(req.body);
     res.set('Cache-Control', 'no-store');
     const inspection = await inspect(token);
@@ -34,6 +32,12 @@ export function oauthRoutes(deps: BrokerDeps, inspect: TokenInspector, authentic
       return;
     }
     const { payload } = inspection;
+    // A resource server learns nothing about tokens minted for another audience (RFC 7662 §4).
+    const tokenAudiences = ([] as unknown[]).concat(payload.aud);
+    if (audiences !== 'all' && !tokenAudiences.some((aud) => audiences.has(String(aud)))) {
+      res.json({ active: false });
+      return;
+    }
     res.json({
       active: true,
       token_type: 'Bearer',
