@@ -20,7 +20,14 @@ export function connectRedis(url: string, options: { forBullWorker?: boolean; na
 const EVICTING = /^(allkeys|volatile)-/;
 
 export async function assertNoEviction(redis: Redis): Promise<void> {
-  const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];
+  // Fails closed: a Redis whose eviction policy cannot be read (CONFIG disabled, as some managed services
+  // do) is refused too, with the reason, rather than trusted blindly.
+  const reply = (await redis.config('GET', 'maxmemory-policy').catch((error: Error) => {
+    throw new Error(
+      `cannot read Redis maxmemory-policy (${error.message}); tasklease needs to verify it is "noeviction" ` +
+        'before it stores leases. Allow CONFIG GET for the broker, or use a Redis where it is allowed.',
+    );
+  })) as string[];
   const policy = reply[1] ?? 'unknown';
   if (EVICTING.test(policy)) {
     throw new Error(
