@@ -43,6 +43,6 @@ export function pruneClaims(
 ): Record<string, string> {
   if (!used) return claims;
   const out: Record<string, string> = {};
-  for (const name of used) if (name in claims) out[name] = claims[name] as string;
+  for (const name of used) if (Object.hasOwn(claims, name)) out[name] = claims[name] as string;
   return out;
 }

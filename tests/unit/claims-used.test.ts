@@ -57,6 +57,8 @@ describe('which claims a policy set can read', () => {
     const claims = { a: '1', b: '2', c: '3' };
     expect(pruneClaims(claims, new Set(['a', 'z']))).toEqual({ a: '1' });
     expect(pruneClaims(claims, null)).toBe(claims);
+    // Only the token's own claims: nothing inherited from Object.prototype slips into a policy request.
+    expect(pruneClaims(claims, new Set(['constructor', 'toString']))).toEqual({});
   });
 
   it('gives the same decisions with pruned claims, including a claim that is missing', () => {
