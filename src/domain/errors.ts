@@ -33,7 +33,10 @@ export const ERROR_CATALOGUE = {
     summary: 'The task is completed or expired; no credential can be issued in it.',
   },
   task_already_completed: { status: 409, summary: 'The task was completed before.' },
-  lease_not_active: { status: 409, summary: 'The lease is already revoked, expired or being revoked.' },
+  lease_not_active: {
+    status: 409,
+    summary: 'The lease is already revoked or expired (one being revoked answers 202 again).',
+  },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
   unavailable: {
     status: 503,

@@ -25,7 +25,10 @@ export function claimsUsed(policies: readonly PolicyJson[]): Set<string> | null 
         return;
       }
     }
-    if (isClaimsRecord(record)) {
+    // The record used whole, or `claims` read off anything but `principal` itself (`Workload::"x".claims`,
+    // `(if .. then principal else ..).claims`): no static answer, so every claim goes to Cedar.
+    const access = record['.'] as { attr?: string } | undefined;
+    if (isClaimsRecord(record) || access?.attr === 'claims') {
       wholeRecord = true;
       return;
     }

@@ -1,14 +1,15 @@
 import type { Redis } from 'ioredis';
 import type { Task, TaskOutcome } from '../domain/types';
 import type { RedisKeys } from '../leases/keys';
+import { luaScript } from '../leases/lua-script';
 
 /** Closes an open task once. KEYS: task   ARGV: outcome, summary, nowMs */
-const COMPLETE_TASK = `
+const COMPLETE_TASK = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state ~= 'open' then return 'already' end
 redis.call('HSET', KEYS[1], 'state', 'completed', 'outcome', ARGV[1], 'summary', ARGV[2], 'completedAtMs', ARGV[3])
-return 'completed'`;
+return 'completed'`);
 
 export interface StoredTask extends Task {
   activeLeases: number;
@@ -70,7 +71,7 @@ export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retent
     },
 
     async complete(taskId: string, outcome: TaskOutcome, summary: string, nowMs: number) {
-      return (await redis.eval(COMPLETE_TASK, 1, keys.task(taskId), outcome, summary, nowMs)) as
+      return (await COMPLETE_TASK(redis, [keys.task(taskId)], [outcome, summary, nowMs])) as
         'completed' | 'already' | 'missing';
     },
 

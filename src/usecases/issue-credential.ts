@@ -169,8 +169,8 @@ async function recordLease(
         deps.events.revocationFailed(
           lease.id,
           lease.provider,
-          `unrecorded credential: ${revokeError.message}`,
-          true,
+          `credential minted but never recorded nor returned; revoking it failed: ${revokeError.message}`,
+          false,
         ),
       );
     throw new BrokerError('unavailable', 'the lease could not be recorded; no credential was issued', {

@@ -32,7 +32,7 @@ export interface BrokerContext {
   close(): Promise<void>;
 }
 
-/** Lease ids and task ids: 128 random bits, URL-safe, no dashes to trip anyone. */
+/** Lease ids and task ids: 122 random bits (UUID v4), URL-safe, no dashes to trip anyone. */
 const newId = () => randomUUID().replaceAll('-', '');
 
 function useCaseEvents(metrics: Metrics, logger: Logger): UseCaseEvents {
@@ -105,7 +105,7 @@ export async function createBrokerContext(options: {
   if (listpackValue !== null) {
     logger.warn(
       { current: listpackValue, recommended: RECOMMENDED_LISTPACK_VALUE },
-      'Redis hash-max-listpack-value is small: each lease costs ~500 B more (see docs/architecture.md)',
+      'Redis hash-max-listpack-value is small: each lease costs ~400 B more (see docs/architecture.md)',
     );
   }
 

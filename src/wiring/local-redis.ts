@@ -59,7 +59,7 @@ export async function startLocalRedis(
     'yes',
     '--loglevel',
     'warning',
-    // Keeps BullMQ's job hashes (an options field of ~160 bytes) in the compact encoding: ~500 B less a lease.
+    // Keeps BullMQ's job hashes (an options field of ~160 bytes) in the compact encoding: ~400 B less a lease.
     '--hash-max-listpack-value',
     String(RECOMMENDED_LISTPACK_VALUE),
   ];

@@ -68,7 +68,8 @@ export function registerProcessCommands(program: Command, env: () => Env) {
         host: e.HOST,
         port: e.WORKER_PORT,
       });
-      onSignals(logger, worker.close);
+      // SIGHUP is answered, not fatal: the worker holds no policies, so there is nothing to reload.
+      onSignals(logger, worker.close, () => logger.info('SIGHUP: the worker has no policies to reload'));
     });
 
   program
