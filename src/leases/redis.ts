@@ -4,14 +4,18 @@ import { Redis } from 'ioredis';
  * One connection per process role. `maxRetriesPerRequest: null` is what BullMQ requires of the connections
  * its workers block on; command timeouts bound every other call so a dead Redis is an error, not a hang.
  */
-export function connectRedis(url: string, options: { forBullWorker?: boolean; name?: string } = {}): Redis {
+export function connectRedis(
+  url: string,
+  options: { forBullWorker?: boolean; name?: string; autoPipelining?: boolean } = {},
+): Redis {
   return new Redis(url, {
     connectionName: options.name,
     maxRetriesPerRequest: options.forBullWorker ? null : 2,
     commandTimeout: options.forBullWorker ? undefined : 5_000,
     enableOfflineQueue: options.forBullWorker ?? false,
-    // No auto-pipelining: measured here (docs/benchmark.md), it saved ~2% at saturation and cost CPU and
-    // tail latency at 1,000/s.
+    // Auto-pipelining pays where many commands are in flight at once (the worker's 64 concurrent jobs); on
+    // the API it cost CPU and tail latency at 1,000/s (docs/benchmark.md), so the caller chooses.
+    enableAutoPipelining: options.autoPipelining ?? false,
     lazyConnect: false,
   });
 }

@@ -97,7 +97,9 @@ export async function createBrokerContext(options: {
 }): Promise<BrokerContext> {
   const { config, logger } = options;
   const nowMs = options.nowMs ?? Date.now;
-  const redis = connectRedis(options.redisUrl, { name: 'tasklease' });
+  // The worker (no signing keys) only revokes: it fetches no issuer keys and loads no policies.
+  const servesApi = options.signingKeys !== null;
+  const redis = connectRedis(options.redisUrl, { name: 'tasklease', autoPipelining: !servesApi });
   redis.on('error', (error) => logger.warn({ err: error.message }, 'redis connection error'));
   await waitForRedis(redis);
   await assertNoEviction(redis);
@@ -120,8 +122,6 @@ export async function createBrokerContext(options: {
     brokerIssuer: config.broker.issuer,
   });
   const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([['jwt', jwt]]);
-  // The worker (no signing keys) only revokes: it fetches no issuer keys and loads no policies.
-  const servesApi = options.signingKeys !== null;
   const verifier = servesApi ? createVerifier(config, metrics, logger, nowMs) : null;
 
   const deps: BrokerDeps = {
