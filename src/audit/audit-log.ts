@@ -10,8 +10,7 @@ export type AuditType =
   | 'lease.revoke_requested'
   | 'lease.settled'
   | 'lease.revoke_failed'
-  | 'lease.irrevocable'
-  | 'token.revoked';
+  | 'lease.irrevocable';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {

@@ -40,6 +40,8 @@ export interface Task {
 export const LEASE_STATES = ['active', 'revoking', 'revoked', 'expired', 'irrevocable'] as const;
 export type LeaseState = (typeof LEASE_STATES)[number];
 export const TERMINAL_LEASE_STATES: ReadonlySet<LeaseState> = new Set(['revoked', 'expired']);
+/** Revoked or expired: nothing left to do. Every other state is still owed a revocation. */
+export const isSettled = (state: LeaseState): boolean => TERMINAL_LEASE_STATES.has(state);
 
 export interface Lease {
   id: string;

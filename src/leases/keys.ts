@@ -1,5 +1,3 @@
-import type { LeaseState } from '../domain/types';
-
 /**
  * Every Redis key tasklease writes, in one place (docs/architecture.md tables them with owner and TTL).
  * `prefix` isolates deployments and tests sharing one Redis.
@@ -26,4 +24,3 @@ export class RedisKeys {
 }
 
 export const REVOCATION_QUEUE = 'revocations';
-export const UNSETTLED_STATES: readonly LeaseState[] = ['active', 'revoking', 'irrevocable'];

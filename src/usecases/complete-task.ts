@@ -17,17 +17,13 @@ export async function completeTask(
   const result = await deps.tasks.complete(taskId, input.outcome, input.summary ?? '', nowMs);
   if (result === 'missing') throw new BrokerError('not_found', 'no such task');
   const leases = await deps.leases.getMany(await deps.tasks.leaseIds(taskId));
+  const actor = `${identity.issuer}/${identity.subject}`;
   if (result === 'already') {
     // A completion that failed half-way (task closed, revocations not started) is finished by the retry.
-    await requestRevocation(deps, leases, 'task completed', `${identity.issuer}/${identity.subject}`);
+    await requestRevocation(deps, leases, 'task completed', actor);
     throw new BrokerError('task_already_completed', 'the task was already completed');
   }
-  const revocation = await requestRevocation(
-    deps,
-    leases,
-    `task completed: ${input.outcome}`,
-    `${identity.issuer}/${identity.subject}`,
-  );
+  const revocation = await requestRevocation(deps, leases, `task completed: ${input.outcome}`, actor);
   const task = await deps.tasks.get(taskId, nowMs);
   if (!task) throw new BrokerError('not_found', 'no such task');
   await deps.audit.append({

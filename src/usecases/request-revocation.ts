@@ -1,4 +1,4 @@
-import type { Lease } from '../domain/types';
+import { isSettled, type Lease } from '../domain/types';
 import type { LeaseSelector } from '../leases/lease-store';
 import type { BrokerDeps } from './deps';
 
@@ -23,9 +23,7 @@ export async function requestRevocation(
   actor: string,
   options: { dryRun?: boolean } = {},
 ): Promise<RevocationSummary> {
-  const live = leases.filter(
-    (lease) => lease.state === 'active' || lease.state === 'irrevocable' || lease.state === 'revoking',
-  );
+  const live = leases.filter((lease) => !isSettled(lease.state));
   const byGrant: Record<string, number> = {};
   const byProvider: Record<string, number> = {};
   for (const lease of live) {

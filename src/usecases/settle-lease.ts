@@ -1,10 +1,13 @@
+import { isSettled } from '../domain/types';
 import type { BrokerDeps } from './deps';
 
 export type SettleResult = 'settled' | 'already' | 'missing';
 
 /**
  * The worker's half of revocation: ask the provider to revoke, then record what it really did. A lease
- * past its expiry that was never asked to be revoked settles as `expired`; anything else as `revoked`.
+ * someone asked to revoke (task completed, admin, holder) settles as `revoked`; any other is being settled
+ * because it expired, and settles as `expired` — by the API's clock, which scheduled the job, not the
+ * worker's, which may differ a little.
  * Throws on a provider failure so the queue retries; on the final attempt the lease becomes irrevocable
  * (listed, counted, and retried by the sweeper later — never dropped).
  */
@@ -18,7 +21,7 @@ export async function settleLease(
     await deps.leases.forgetDue(leaseId);
     return 'missing';
   }
-  if (lease.state === 'revoked' || lease.state === 'expired') return 'already';
+  if (isSettled(lease.state)) return 'already';
   const nowMs = deps.nowMs();
   const provider = deps.providers.get(lease.provider);
   const base = {
@@ -46,24 +49,16 @@ export async function settleLease(
     }
     throw error;
   }
-  // Nobody asked to revoke it: it is being settled because it expired (by the API's clock, which scheduled
-  // the job; the worker's own clock may differ a little, so it is not consulted).
   const state = lease.revokeReason ? 'revoked' : 'expired';
-  const result = await deps.leases.settle(
-    leaseId,
-    lease.taskId,
-    state,
-    revocation,
-    nowMs,
-    lease.revokeReason ?? (state === 'expired' ? 'ttl' : ''),
-  );
+  const reason = lease.revokeReason ?? 'ttl';
+  const result = await deps.leases.settle(leaseId, lease.taskId, state, revocation, nowMs, reason);
   if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
   deps.events.settled(lease, state, nowMs);
   await deps.audit.append({
     type: 'lease.settled',
     atMs: nowMs,
     ...base,
-    reason: lease.revokeReason ?? 'ttl',
+    reason,
     detail: { state, revocation },
   });
   return 'settled';
