@@ -30,21 +30,17 @@ export function createApp(deps: AppDeps): Express {
   // No ETags: these answers are never cached, and hashing every body costs CPU on the hot path.
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use((req, res, next) => {
-    const startedMs = performance.now();
-    res.on('finish', () => {
-      deps.logger.debug(
-        {
-          method: req.method,
-          path: req.path,
-          status: res.statusCode,
-          ms: Math.round(performance.now() - startedMs),
-        },
-        'request',
-      );
+  // A line per request at debug level only; otherwise the hot path does not even time the request.
+  if (deps.logger.isLevelEnabled('debug')) {
+    app.use((req, res, next) => {
+      const startedMs = performance.now();
+      res.on('finish', () => {
+        const ms = Math.round(performance.now() - startedMs);
+        deps.logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms }, 'request');
+      });
+      next();
     });
-    next();
-  });
+  }
   app.use(express.json({ limit: BODY_LIMIT, strict: true }));
   // OAuth endpoints (RFC 7662/7009/8693) take form bodies.
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }));
