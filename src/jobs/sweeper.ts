@@ -45,7 +45,9 @@ async function requeue(deps: SweeperDeps, ids: string[]): Promise<void> {
   for (const id of ids) pipeline.hget(deps.keys.lease(id), 'state');
   const states = ((await pipeline.exec()) ?? []).map(([, state]) => state as string | null);
   const jobs = ids.map((leaseId, index) => {
-    const revoking = states[index] === 'revoking';
+    // An irrevocable lease gets a revoke job: its expiry job may still be waiting for a far-off expiry (a
+    // lease revoked early whose revocation failed), and re-adding that id would be a no-op until then.
+    const revoking = states[index] === 'revoking' || states[index] === 'irrevocable';
     return {
       name: revoking ? 'revoke' : 'expire',
       data: { leaseId },
