@@ -5,6 +5,7 @@ import { generateSigningJwks } from '../signing/signing-keys';
 import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
 import { collectPairs, printJson } from './output';
+import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerProcessCommands(program, getEnv);
   registerLeaseCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
+  registerCredentialProcessCommand(program, getEnv);
 
   program
     .command('dev-token')

@@ -18,6 +18,8 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   TASKLEASE_ADDR: z.string().min(1).default('http://127.0.0.1:8080'),
   TASKLEASE_TOKEN: z.string().min(1).optional(),
+  /** The task `tasklease credential-process` issues in, when `--task` is not given. */
+  TASKLEASE_TASK: z.string().min(1).optional(),
   TASKLEASE_DEV_DIR: z.string().min(1).default('.tasklease'),
 });
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { checkSessionPolicyTemplate } from './session-policy';
 
 /** Names used in keys, policies and URLs: lower-case letters, digits and dashes. */
 const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use lower-case letters, digits and dashes');
@@ -55,7 +56,55 @@ const jwtGrantSchema = z.strictObject({
   ...grantCommon,
 });
 
-const unavailableProvider = (provider: 'aws-sts' | 'vault') =>
+const httpUrl = z.url({ protocol: /^https?$/ });
+
+/** STS's bounds on a role session: 15 minutes to 12 hours (one hour when the broker itself runs on a role). */
+const STS_MIN_SECONDS = 900;
+const STS_MAX_SECONDS = 43_200;
+
+const awsStsGrantSchema = z.strictObject({
+  provider: z.literal('aws-sts'),
+  roleArn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/, 'an IAM role ARN'),
+  /** Managed policies that further limit the session (at most 10, STS's limit). */
+  policyArns: z
+    .array(z.string().regex(/^arn:aws[a-z-]*:iam::(aws|\d{12}):policy\/[\w+=,.@/-]+$/, 'a policy ARN'))
+    .max(10)
+    .default([]),
+  /** An IAM policy document; string values may hold ${task.*} and ${identity.*} placeholders. */
+  sessionPolicy: z
+    .record(z.string(), z.unknown())
+    .superRefine((template, ctx) => {
+      for (const problem of checkSessionPolicyTemplate(template))
+        ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
+  externalId: z
+    .string()
+    .regex(/^[\w+=,.@:/-]{2,1224}$/, 'an external id')
+    .optional(),
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region')
+    .default('us-east-1'),
+  /** STS endpoint; omitted, the SDK's regional default. */
+  endpoint: httpUrl.optional(),
+  /** IAM endpoint for revocation writes; omitted, the SDK's default. */
+  iamEndpoint: httpUrl.optional(),
+  /** The inline role policy the broker owns and writes its denies into. */
+  revocationPolicyName: z
+    .string()
+    .regex(/^[\w+=,.@-]{1,128}$/)
+    .default('tasklease-revoked-sessions'),
+  /**
+   * Characters the broker's inline policy may use. IAM allows 10,240 for all of a role's inline policies
+   * together: lower this by the size of the role's other inline policies.
+   */
+  revocationPolicyMaxChars: z.number().int().min(1000).max(10_240).default(10_240),
+  ...grantCommon,
+  maxTtlSeconds: z.number().int().min(STS_MIN_SECONDS).max(STS_MAX_SECONDS),
+});
+
+const unavailableProvider = (provider: 'vault') =>
   z.looseObject({ provider: z.literal(provider) }).transform((_, ctx) => {
     ctx.addIssue({
       code: 'custom',
@@ -66,11 +115,7 @@ const unavailableProvider = (provider: 'aws-sts' | 'vault') =>
   });
 
 export const grantSchema = z
-  .discriminatedUnion('provider', [
-    jwtGrantSchema,
-    unavailableProvider('aws-sts'),
-    unavailableProvider('vault'),
-  ])
+  .discriminatedUnion('provider', [jwtGrantSchema, awsStsGrantSchema, unavailableProvider('vault')])
   .superRefine((grant, ctx) => {
     // Fails closed: step-up approval is not built yet, so a grant that needs it cannot be configured.
     if (grant.approval === 'required') {
@@ -168,5 +213,7 @@ export const configSchema = z
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type IssuerConfig = Config['issuers'][number];
-export type GrantConfig = z.output<typeof jwtGrantSchema>;
+export type GrantConfig = Config['grants'][string];
+export type JwtGrantConfig = z.output<typeof jwtGrantSchema>;
+export type AwsStsGrantConfig = z.output<typeof awsStsGrantSchema>;
 export type AdminRole = z.output<typeof roleSchema>;

@@ -38,6 +38,19 @@ export const ERROR_CATALOGUE = {
     summary: 'The lease is already revoked or expired (one being revoked answers 202 again).',
   },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
+  placeholder_rejected: {
+    status: 400,
+    summary:
+      "A value the grant's session policy needs (task ticket, ref, a claim) is missing or holds unsafe characters.",
+  },
+  session_policy_too_large: {
+    status: 400,
+    summary: "The grant's session policy, filled in for this task, exceeds what STS accepts.",
+  },
+  backend_refused: {
+    status: 502,
+    summary: 'The credential backend refused to mint (its permissions or trust policy); nothing was issued.',
+  },
   unavailable: {
     status: 503,
     summary: 'A dependency (Redis, a credential backend) is unavailable; nothing was issued.',
@@ -60,7 +73,7 @@ export class BrokerError extends Error {
     this.name = 'BrokerError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
-    this.expose = this.status < 500 || code === 'unavailable';
+    this.expose = this.status < 500 || code === 'unavailable' || code === 'backend_refused';
     this.detail = options.detail;
   }
 }

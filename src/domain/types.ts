@@ -59,6 +59,8 @@ export interface Lease {
   credentialSha256: string;
   /** Set once revocation settles: what it really did, in the backend's terms. */
   revocation?: string;
+  /** What revocation did and what remains, in a sentence (e.g. IAM's propagation delay, a role cut-off). */
+  revocationDetail?: string;
   revokedAtMs?: number;
   revokeReason?: string;
   attempts: number;

@@ -15,6 +15,7 @@ export const leaseView = (lease: Lease) => ({
   expiresAt: iso(lease.expiresAtMs),
   revokedAt: iso(lease.revokedAtMs),
   revocation: lease.revocation,
+  revocationDetail: lease.revocationDetail,
   revokeReason: lease.revokeReason,
   attempts: lease.attempts,
   lastError: lease.lastError,

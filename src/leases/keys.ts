@@ -18,6 +18,11 @@ export class RedisKeys {
   settled = () => `${this.prefix}leases:settled`;
   /** JWT ids revoked before their `exp`; each key expires with the token. */
   revokedJti = (jti: string) => `${this.prefix}revoked-jti:${jti}`;
+  /** An AWS role's deny list (aws-sts revocation): sessions to deny, what IAM has, the cut-off. */
+  awsDenyState = (policyName: string, roleArn: string) => `${this.prefix}aws-deny:${policyName}:${roleArn}`;
+  /** Held by the one writer of a role's deny policy, across every worker replica. */
+  awsDenyLock = (policyName: string, roleArn: string) =>
+    `${this.prefix}aws-deny-lock:${policyName}:${roleArn}`;
   audit = () => `${this.prefix}audit`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;

@@ -29,7 +29,7 @@ return 'ok'`);
 /**
  * Settles a lease (revoked or expired) once: state, what revocation did, out of the due and irrevocable
  * indexes, into the settled index (purged after the retention period), the task's active count down.
- * KEYS: lease, due, irrevocable, task, settled   ARGV: id, state, revocation, nowMs, reason
+ * KEYS: lease, due, irrevocable, task, settled   ARGV: id, state, revocation, nowMs, reason, revocationDetail
  */
 const SETTLE_LEASE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -39,6 +39,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], 'revocation', ARGV[3], 'revokedAtM
 if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'revokeReason') then
   redis.call('HSET', KEYS[1], 'revokeReason', ARGV[5])
 end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'revocationDetail', ARGV[6]) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'activeLeases', -1) end
@@ -121,6 +122,7 @@ const parse = (hash: Record<string, string>): Lease | null => {
     handle: JSON.parse(hash.handle ?? '{}') as Record<string, string>,
     credentialSha256: hash.credentialSha256 ?? '',
     revocation: hash.revocation,
+    revocationDetail: hash.revocationDetail,
     revokedAtMs: hash.revokedAtMs ? Number(hash.revokedAtMs) : undefined,
     revokeReason: hash.revokeReason,
     attempts: Number(hash.attempts ?? 0),
@@ -197,10 +199,8 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
     async settle(
       leaseId: string,
       taskId: string,
-      state: 'revoked' | 'expired',
-      revocation: string,
+      outcome: { state: 'revoked' | 'expired'; revocation: string; detail?: string; reason?: string },
       nowMs: number,
-      reason = '',
     ) {
       const keyList = [
         keys.lease(leaseId),
@@ -209,7 +209,8 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.task(taskId),
         keys.settled(),
       ];
-      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason]);
+      const { state, revocation, reason = '', detail = '' } = outcome;
+      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason, detail]);
     },
 
     /** Drops settled leases past the retention period; returns how many went. */

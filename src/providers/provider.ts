@@ -18,6 +18,11 @@ export interface MintedCredential {
   secret: string;
   /** What revocation needs later (an id, an accessor); never a secret. */
   handle: Record<string, string>;
+  /**
+   * When the credential dies at its source, for a backend whose credentials can outlive the lease (an STS
+   * session lasts at least 15 minutes; the broker still revokes it when the lease ends). Returned as `notAfter`.
+   */
+  notAfterMs?: number;
 }
 
 export interface RevocationResult {
@@ -26,6 +31,8 @@ export interface RevocationResult {
    * Recorded on the lease so nobody reads "revoked" where the backend could only do less.
    */
   revocation: string;
+  /** One sentence for people on what was done and what remains, e.g. IAM's propagation delay. */
+  detail?: string;
 }
 
 export interface CredentialProvider {

@@ -112,6 +112,8 @@ export async function issueCredential(
     detail: {
       ttlSeconds,
       provider: grant.provider,
+      // Backend identifiers (an STS session id and access key id) tie the backend's own logs to this lease.
+      ...(grant.provider === 'jwt' ? {} : minted.handle),
       ...(input.reason ? { requestReason: input.reason } : {}),
     },
   };
@@ -133,7 +135,16 @@ export async function issueCredential(
   await scheduled;
   deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
   const expiresAt = new Date(expiresAtMs).toISOString();
-  return { leaseId, grant: input.grant, provider: grant.provider, expiresAt, credential: minted.credential };
+  // An STS session outlives a lease shorter than 15 minutes: say when it dies at its source as well.
+  const notAfter = minted.notAfterMs ? new Date(minted.notAfterMs).toISOString() : undefined;
+  return {
+    leaseId,
+    grant: input.grant,
+    provider: grant.provider,
+    expiresAt,
+    notAfter,
+    credential: minted.credential,
+  };
 }
 
 function checkGrant(deps: Pick<Deps, 'config'>, task: StoredTask, grantName: string): GrantConfig {

@@ -33,9 +33,10 @@ export async function settleLease(
     actor: 'worker',
   };
   let revocation: string;
+  let detail: string | undefined;
   try {
     if (!provider) throw new Error(`provider ${lease.provider} is not configured in this process`);
-    ({ revocation } = await provider.revoke(lease, { nowMs }));
+    ({ revocation, detail } = await provider.revoke(lease, { nowMs }));
   } catch (error) {
     const message = (error as Error).message.slice(0, 500);
     await deps.leases.recordFailure(leaseId, message);
@@ -51,7 +52,12 @@ export async function settleLease(
   }
   const state = lease.revokeReason ? 'revoked' : 'expired';
   const reason = lease.revokeReason ?? 'ttl';
-  const result = await deps.leases.settle(leaseId, lease.taskId, state, revocation, nowMs, reason);
+  const result = await deps.leases.settle(
+    leaseId,
+    lease.taskId,
+    { state, revocation, detail, reason },
+    nowMs,
+  );
   if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
   deps.events.settled(lease, state, nowMs);
   await deps.audit.append({
@@ -59,7 +65,7 @@ export async function settleLease(
     atMs: nowMs,
     ...base,
     reason,
-    detail: { state, revocation },
+    detail: { state, revocation, ...(detail ? { revocationDetail: detail } : {}) },
   });
   return 'settled';
 }

@@ -16,6 +16,8 @@ import { createRevocationQueue } from '../leases/revocation-queue';
 import type { Logger } from '../observability/logger';
 import { createMetrics, type Metrics } from '../observability/metrics';
 import { createPolicyEngine, type PolicyEngine } from '../policy/cedar-engine';
+import { createAwsClients } from '../providers/aws-sts/aws-clients';
+import { createAwsStsProvider } from '../providers/aws-sts/aws-sts-provider';
 import { createJwtProvider } from '../providers/jwt/jwt-provider';
 import type { CredentialProvider, ProviderRegistry } from '../providers/provider';
 import type { SigningKeyRing } from '../signing/signing-keys';
@@ -121,7 +123,11 @@ export async function createBrokerContext(options: {
     signingKeys: options.signingKeys,
     brokerIssuer: config.broker.issuer,
   });
-  const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([['jwt', jwt]]);
+  const awsClients = createAwsClients();
+  const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([
+    ['jwt', jwt],
+    ['aws-sts', createAwsStsProvider({ config, redis, keys, clients: awsClients })],
+  ]);
   const verifier = servesApi ? createVerifier(config, metrics, logger, nowMs) : null;
 
   const deps: BrokerDeps = {
@@ -150,6 +156,7 @@ export async function createBrokerContext(options: {
       // With Redis gone, stop reconnecting first so closing does not wait on it.
       if (redis.status !== 'ready') redis.disconnect();
       await queue.close();
+      awsClients.destroy();
       await redis.quit().catch(() => redis.disconnect());
     },
   };

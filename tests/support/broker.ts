@@ -167,7 +167,11 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
 }
 
 /** Polls until `check` returns a truthy value or the deadline passes. */
-export async function waitFor<T>(check: () => Promise<T>, timeoutMs: number, intervalMs = 50): Promise<T> {
+export async function waitFor<T>(
+  check: () => Promise<T | null | undefined | false>,
+  timeoutMs: number,
+  intervalMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

@@ -2,7 +2,19 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readEnv } from '../../src/config/env';
 import { ConfigError, loadConfigFile, parseConfig } from '../../src/config/load-config';
+import type { JwtGrantConfig } from '../../src/config/schema';
 import { tempDir } from '../support/fixtures';
+
+/** An aws-sts grant whose one statement is extended by `extra`. */
+const awsGrant = (extra: Record<string, unknown>) => ({
+  provider: 'aws-sts',
+  roleArn: 'arn:aws:iam::123456789012:role/reports',
+  maxTtlSeconds: 3600,
+  sessionPolicy: {
+    Version: '2012-10-17',
+    Statement: [{ Effect: 'Allow', Action: 's3:GetObject', Resource: '*', ...extra }],
+  },
+});
 
 /** A config an operator could ship: every section present, two issuers (remote and file JWKS). */
 const validInput = () => ({
@@ -92,7 +104,7 @@ describe('parseConfig accepts a valid configuration', () => {
       config.issuers[0]?.algorithms,
       config.grants,
       config.grants['artifacts-api'],
-      config.grants['artifacts-api']?.scopes,
+      (config.grants['artifacts-api'] as JwtGrantConfig | undefined)?.scopes,
       config.admins[0],
       config.admins[0]?.roles,
       config.broker,
@@ -264,15 +276,60 @@ describe('parseConfig refuses an invalid configuration, naming the field', () =>
       /grants\.artifacts-api\.provider/,
     ],
     [
-      'an aws-sts grant (not available yet)',
+      'an aws-sts grant shorter than STS allows',
       (c) => {
         c.grants.reports = {
           provider: 'aws-sts',
           roleArn: 'arn:aws:iam::123456789012:role/r',
+          maxTtlSeconds: 300,
+        };
+      },
+      /grants\.reports\.maxTtlSeconds: Too small: expected number to be >=900/,
+    ],
+    [
+      'an aws-sts grant longer than STS allows',
+      (c) => {
+        c.grants.reports = {
+          provider: 'aws-sts',
+          roleArn: 'arn:aws:iam::123456789012:role/r',
+          maxTtlSeconds: 43201,
+        };
+      },
+      /grants\.reports\.maxTtlSeconds: Too big/,
+    ],
+    [
+      'an aws-sts grant whose roleArn is not a role',
+      (c) => {
+        c.grants.reports = {
+          provider: 'aws-sts',
+          roleArn: 'arn:aws:iam::123456789012:user/u',
           maxTtlSeconds: 900,
         };
       },
-      /grants\.reports\.provider: provider "aws-sts" is not available in this build yet/,
+      /grants\.reports\.roleArn: an IAM role ARN/,
+    ],
+    [
+      'a session policy with an unknown placeholder',
+      (c) => {
+        c.grants.reports = awsGrant({ Resource: 'arn:aws:s3:::b/${task.purpose}/*' });
+      },
+      /grants\.reports\.sessionPolicy: unknown placeholder \$\{task\.purpose\}/,
+    ],
+    [
+      'a session policy with a placeholder in a key',
+      (c) => {
+        c.grants.reports = awsGrant({ Condition: { StringEquals: { '${identity.subject}': 'x' } } });
+      },
+      /grants\.reports\.sessionPolicy: \$\{identity\.subject\} may only appear in a value/,
+    ],
+    [
+      'a session policy over 2,048 characters before placeholders',
+      (c) => {
+        c.grants.reports = awsGrant({
+          Resource: Array.from({ length: 60 }, (_, i) => `arn:aws:s3:::bucket-${i}/reports/*`),
+        });
+      },
+      /grants\.reports\.sessionPolicy: is \d+ characters before any placeholder is filled; STS allows 2048/,
     ],
     [
       'a vault grant (not available yet)',

@@ -128,8 +128,23 @@ describe('what a caller sees of an error (the edge error handler)', () => {
     expect(body).toEqual({ error: 'internal', message: 'internal error' });
   });
 
-  it('only internal and unavailable are server-side codes', () => {
+  it("backend_refused: 502 with the broker's fixed sentence; the backend's answer only in the log", () => {
+    const { status, body, logged } = answer(
+      new BrokerError('backend_refused', 'AWS STS refused to issue the session; nothing was issued', {
+        detail: 'AccessDenied: User arn:aws:sts::123456789012:assumed-role/broker is not authorized',
+      }),
+    );
+    expect(status).toBe(502);
+    expect(body).toEqual({
+      error: 'backend_refused',
+      message: 'AWS STS refused to issue the session; nothing was issued',
+    });
+    expect(logged).toContain('is not authorized');
+  });
+
+  it('only internal, unavailable and backend_refused are server-side codes', () => {
     expect(codes.filter((code) => ERROR_CATALOGUE[code].status >= 500).sort()).toEqual([
+      'backend_refused',
       'internal',
       'unavailable',
     ]);

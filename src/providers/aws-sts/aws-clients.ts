@@ -1,0 +1,81 @@
+import {
+  GetRolePolicyCommand,
+  IAMClient,
+  LimitExceededException,
+  NoSuchEntityException,
+  PutRolePolicyCommand,
+} from '@aws-sdk/client-iam';
+import {
+  AssumeRoleCommand,
+  STSClient,
+  type AssumeRoleCommandInput,
+  type AssumeRoleCommandOutput,
+} from '@aws-sdk/client-sts';
+import { PolicyTooLargeError, type RolePolicyStore } from './role-deny-list';
+
+/**
+ * The AWS SDK clients the provider uses, one per region and endpoint, shared by every grant that names the
+ * same. Credentials come from the SDK's default chain (environment, shared config, web identity, container
+ * or instance role); the broker holds no AWS secret of its own. Timeouts are short: a slow call fails and
+ * the caller (issuance: the agent; revocation: the queue's retry ladder) decides what happens next.
+ */
+const SDK_OPTIONS = {
+  maxAttempts: 2,
+  requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000 },
+} as const;
+
+export interface AwsClients {
+  assumeRole(
+    where: { region: string; endpoint?: string },
+    input: AssumeRoleCommandInput,
+  ): Promise<AssumeRoleCommandOutput>;
+  rolePolicies(where: { iamEndpoint?: string; region: string }): RolePolicyStore;
+  destroy(): void;
+}
+
+export function createAwsClients(): AwsClients {
+  const sts = new Map<string, STSClient>();
+  const iam = new Map<string, IAMClient>();
+  const stsFor = (region: string, endpoint?: string) => {
+    const key = `${region} ${endpoint ?? ''}`;
+    let client = sts.get(key);
+    if (!client) sts.set(key, (client = new STSClient({ region, endpoint, ...SDK_OPTIONS })));
+    return client;
+  };
+  const iamFor = (region: string, endpoint?: string) => {
+    const key = `${region} ${endpoint ?? ''}`;
+    let client = iam.get(key);
+    if (!client) iam.set(key, (client = new IAMClient({ region, endpoint, ...SDK_OPTIONS })));
+    return client;
+  };
+  return {
+    assumeRole: ({ region, endpoint }, input) => stsFor(region, endpoint).send(new AssumeRoleCommand(input)),
+    rolePolicies: ({ region, iamEndpoint }) => {
+      const client = iamFor(region, iamEndpoint);
+      return {
+        async get(RoleName, PolicyName) {
+          try {
+            const answer = await client.send(new GetRolePolicyCommand({ RoleName, PolicyName }));
+            return answer.PolicyDocument;
+          } catch (error) {
+            // No inline policy yet is the normal start. A missing role also answers NoSuchEntity, but without
+            // the word "policy"; it stays an error (and the write would fail on it anyway).
+            if (error instanceof NoSuchEntityException && /policy/i.test(error.message)) return undefined;
+            throw error;
+          }
+        },
+        async put(RoleName, PolicyName, PolicyDocument) {
+          try {
+            await client.send(new PutRolePolicyCommand({ RoleName, PolicyName, PolicyDocument }));
+          } catch (error) {
+            if (error instanceof LimitExceededException) throw new PolicyTooLargeError(error.message);
+            throw error;
+          }
+        },
+      };
+    },
+    destroy() {
+      for (const client of [...sts.values(), ...iam.values()]) client.destroy();
+    },
+  };
+}
