@@ -20,6 +20,8 @@ const envSchema = z.object({
   TASKLEASE_TOKEN: z.string().min(1).optional(),
   /** The task `tasklease credential-process` issues in, when `--task` is not given. */
   TASKLEASE_TASK: z.string().min(1).optional(),
+  /** Where `tasklease credential-process` keeps sessions between runs (default ~/.cache/tasklease). */
+  TASKLEASE_CACHE_DIR: z.string().min(1).optional(),
   TASKLEASE_DEV_DIR: z.string().min(1).default('.tasklease'),
 });
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { checkSessionPolicyTemplate } from './session-policy';
+import { checkSessionPolicyTemplate } from './session-policy-template';
 
 /** Names used in keys, policies and URLs: lower-case letters, digits and dashes. */
 const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use lower-case letters, digits and dashes');
@@ -59,8 +59,10 @@ const jwtGrantSchema = z.strictObject({
 const httpUrl = z.url({ protocol: /^https?$/ });
 
 /** STS's bounds on a role session: 15 minutes to 12 hours (one hour when the broker itself runs on a role). */
-const STS_MIN_SECONDS = 900;
+export const STS_MIN_SECONDS = 900;
 const STS_MAX_SECONDS = 43_200;
+export const DEFAULT_REVOCATION_POLICY_NAME = 'tasklease-revoked-sessions';
+export const IAM_INLINE_POLICY_MAX_CHARS = 10_240;
 
 const awsStsGrantSchema = z.strictObject({
   provider: z.literal('aws-sts'),
@@ -94,12 +96,17 @@ const awsStsGrantSchema = z.strictObject({
   revocationPolicyName: z
     .string()
     .regex(/^[\w+=,.@-]{1,128}$/)
-    .default('tasklease-revoked-sessions'),
+    .default(DEFAULT_REVOCATION_POLICY_NAME),
   /**
    * Characters the broker's inline policy may use. IAM allows 10,240 for all of a role's inline policies
    * together: lower this by the size of the role's other inline policies.
    */
-  revocationPolicyMaxChars: z.number().int().min(1000).max(10_240).default(10_240),
+  revocationPolicyMaxChars: z
+    .number()
+    .int()
+    .min(1000)
+    .max(IAM_INLINE_POLICY_MAX_CHARS)
+    .default(IAM_INLINE_POLICY_MAX_CHARS),
   ...grantCommon,
   maxTtlSeconds: z.number().int().min(STS_MIN_SECONDS).max(STS_MAX_SECONDS),
 });

@@ -35,6 +35,15 @@ export interface RevocationResult {
   detail?: string;
 }
 
+export interface RevokeContext {
+  nowMs: number;
+  /**
+   * The credential never left the broker (its lease could not be recorded, so it was never returned). A
+   * provider may skip work that only matters for a credential someone holds.
+   */
+  neverIssued?: boolean;
+}
+
 export interface CredentialProvider {
   readonly kind: ProviderKind;
   /** One sentence for operators: what revoking a credential of this provider really achieves. */
@@ -44,7 +53,7 @@ export interface CredentialProvider {
    * Revokes the credential behind `lease`. Idempotent: revoking twice, or revoking what the backend no
    * longer knows, succeeds. Throws when the backend could not be reached or refused; the caller retries.
    */
-  revoke(lease: Lease, context: { nowMs: number }): Promise<RevocationResult>;
+  revoke(lease: Lease, context: RevokeContext): Promise<RevocationResult>;
 }
 
 export type ProviderRegistry = ReadonlyMap<ProviderKind, CredentialProvider>;

@@ -175,7 +175,7 @@ async function recordLease(
     result = await deps.leases.create(lease, options);
   } catch (error) {
     await provider
-      .revoke(lease, { nowMs })
+      .revoke(lease, { nowMs, neverIssued: true })
       .catch((revokeError: Error) =>
         deps.events.revocationFailed(
           lease.id,
@@ -189,7 +189,7 @@ async function recordLease(
     });
   }
   if (result === 'ok') return;
-  await provider.revoke(lease, { nowMs }).catch(() => undefined);
+  await provider.revoke(lease, { nowMs, neverIssued: true }).catch(() => undefined);
   if (result === 'cap')
     throw new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
   if (result === 'task_not_open')

@@ -30,6 +30,14 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     broker = await startTestBroker({
       policies: POLICIES,
       grants: {
+        // A role in another account: the broker could assume it but never deny its sessions.
+        'foreign-read': {
+          provider: 'aws-sts',
+          roleArn: 'arn:aws:iam::999999999999:role/reports-reader',
+          endpoint: moto.endpoint,
+          iamEndpoint: moto.endpoint,
+          maxTtlSeconds: 3600,
+        },
         'bulk-read': {
           provider: 'aws-sts',
           roleArn: bulkRole.arn,
@@ -175,6 +183,19 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     expect(refused.status).toBe(400);
     expect(refused.body.error).toBe('placeholder_rejected');
     expect(refused.body.message).toContain('${task.ticket}');
+    expect((await moto.recorded()).filter((form) => form.get('Action') === 'AssumeRole')).toEqual([]);
+    expect(await leasesOf(taskId)).toEqual([]);
+  });
+
+  it("refuses a role outside the broker's account, whose sessions it could not revoke", async () => {
+    const taskId = await declare();
+    await moto.recorded();
+    const refused = await issue(taskId, { grant: 'foreign-read' });
+    expect(refused.status).toBe(502);
+    expect(refused.body).toEqual({
+      error: 'backend_refused',
+      message: 'AWS STS refused to issue the session; nothing was issued',
+    });
     expect((await moto.recorded()).filter((form) => form.get('Action') === 'AssumeRole')).toEqual([]);
     expect(await leasesOf(taskId)).toEqual([]);
   });
@@ -342,7 +363,8 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     const roleId = shortLease!.handle.sessionId!.split(':')[0];
     expect(await deniedSessions()).toContain(`${roleId}:tl-${short}`);
     // Revoking the other one after the first session's own expiry: the first is dropped, not kept forever.
-    const later = Number(shortLease!.handle.notAfterMs) + 1_000;
+    // Past it by more than the minute kept for clock skew between the broker and AWS.
+    const later = Number(shortLease!.handle.notAfterMs) + 61_000;
     expect(await provider?.revoke(longLease!, { nowMs: later })).toMatchObject({
       revocation: 'deny-applied',
     });
@@ -360,6 +382,7 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
       `TASKLEASE_ADDR=${broker.url}`,
       `TASKLEASE_TOKEN=${agent}`,
       `TASKLEASE_TASK=${taskId}`,
+      `TASKLEASE_CACHE_DIR=${dir}/cache`,
       process.execPath,
       bin,
       'credential-process',
@@ -378,14 +401,14 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     const sts = new STSClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials });
     const caller = await sts.send(new GetCallerIdentityCommand({}));
     sts.destroy();
+    // The SDK is told the lease's end (5 minutes), not the session's (15), so it never uses the keys past it.
+    const first = await credentials();
+    expect(first.expiration!.getTime() - Date.now()).toBeLessThanOrEqual(300_000);
+    // SDKs ask again on every call in the last minutes before that: the cached session answers, no new lease.
+    const again = await credentials();
+    expect(again.accessKeyId).toBe(first.accessKeyId);
     const leases = await leasesOf(taskId);
-    expect(leases.length).toBeGreaterThan(0);
-    expect(leases.map((l) => `arn:aws:sts::123456789012:assumed-role/bulk-reader/tl-${l.leaseId}`)).toContain(
-      caller.Arn,
-    );
-    // The SDK is told the lease's end (5 minutes), not the session's (15): it asks again rather than use
-    // keys the broker has revoked.
-    const resolved = await credentials();
-    expect(resolved.expiration!.getTime() - Date.now()).toBeLessThanOrEqual(300_000);
+    expect(leases).toHaveLength(1);
+    expect(caller.Arn).toBe(`arn:aws:sts::123456789012:assumed-role/bulk-reader/tl-${leases[0].leaseId}`);
   });
 });

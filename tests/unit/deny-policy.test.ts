@@ -1,6 +1,7 @@
 import {
   cutOffAll,
   HOUR_MS,
+  CLOCK_SKEW_MS,
   MAX_SESSION_MS,
   parseDenyDocument,
   policySize,
@@ -203,11 +204,12 @@ describe('parseDenyDocument', () => {
 });
 
 describe('prune', () => {
-  it('drops sessions that have expired, keeps the rest', () => {
-    const expired = session('gone', NOW_MS - 1);
-    const expiringNow = session('now', NOW_MS);
-    const pruned = prune({ sessions: [expired, expiringNow, A, C], cutoffMs: 0, foreign: FOREIGN }, NOW_MS);
-    expect(ids(pruned)).toEqual([A.sessionId, C.sessionId].sort());
+  it('drops sessions that expired more than the clock-skew margin ago, keeps the rest', () => {
+    const expired = session('gone', NOW_MS - CLOCK_SKEW_MS);
+    // Expired by the broker's clock, but AWS's may be behind: kept for the margin.
+    const justExpired = session('just', NOW_MS - 1);
+    const pruned = prune({ sessions: [expired, justExpired, A, C], cutoffMs: 0, foreign: FOREIGN }, NOW_MS);
+    expect(ids(pruned)).toEqual([A.sessionId, C.sessionId, justExpired.sessionId].sort());
     expect(pruned.foreign).toEqual(FOREIGN);
   });
 

@@ -1,9 +1,8 @@
 import {
   checkSessionPolicyTemplate,
-  renderSessionPolicy,
   SESSION_POLICY_MAX_CHARS,
-  type PlaceholderValues,
-} from '../../src/config/session-policy';
+} from '../../src/config/session-policy-template';
+import { renderSessionPolicy, type PlaceholderValues } from '../../src/providers/aws-sts/session-policy';
 import { BrokerError } from '../../src/domain/errors';
 
 /** A grant's template using every tasklease placeholder next to IAM's own policy variables. */

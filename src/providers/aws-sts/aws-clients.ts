@@ -7,6 +7,7 @@ import {
 } from '@aws-sdk/client-iam';
 import {
   AssumeRoleCommand,
+  GetCallerIdentityCommand,
   STSClient,
   type AssumeRoleCommandInput,
   type AssumeRoleCommandOutput,
@@ -29,6 +30,8 @@ export interface AwsClients {
     where: { region: string; endpoint?: string },
     input: AssumeRoleCommandInput,
   ): Promise<AssumeRoleCommandOutput>;
+  /** The account of the broker's own credentials (asked once per STS endpoint, again after a failure). */
+  callerAccount(where: { region: string; endpoint?: string }): Promise<string>;
   rolePolicies(where: { iamEndpoint?: string; region: string }): RolePolicyStore;
   destroy(): void;
 }
@@ -48,8 +51,21 @@ export function createAwsClients(): AwsClients {
     if (!client) iam.set(key, (client = new IAMClient({ region, endpoint, ...SDK_OPTIONS })));
     return client;
   };
+  const accounts = new Map<string, Promise<string>>();
   return {
     assumeRole: ({ region, endpoint }, input) => stsFor(region, endpoint).send(new AssumeRoleCommand(input)),
+    callerAccount: ({ region, endpoint }) => {
+      const key = `${region} ${endpoint ?? ''}`;
+      let account = accounts.get(key);
+      if (!account) {
+        account = stsFor(region, endpoint)
+          .send(new GetCallerIdentityCommand({}))
+          .then((answer) => answer.Account ?? '');
+        account.catch(() => accounts.delete(key));
+        accounts.set(key, account);
+      }
+      return account;
+    },
     rolePolicies: ({ region, iamEndpoint }) => {
       const client = iamFor(region, iamEndpoint);
       return {

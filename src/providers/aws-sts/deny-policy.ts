@@ -10,6 +10,8 @@
 export const HOUR_MS = 3_600_000;
 /** STS's longest role session: once a cut-off is this old, every session it cut has expired anyway. */
 export const MAX_SESSION_MS = 12 * HOUR_MS;
+/** A session stays listed this long past its expiry, in case the broker's clock runs ahead of AWS's. */
+export const CLOCK_SKEW_MS = 60_000;
 
 const SESSIONS_SID = /^TaskleaseSessionsUntil(\d{1,12})$/;
 const CUTOFF_SID = /^TaskleaseCutoff(\d{1,12})$/;
@@ -108,7 +110,7 @@ export function renderDenyDocument(document: DenyDocument): string {
 export const policySize = (text: string): number => text.replace(/\s/g, '').length;
 
 /**
- * Drops what no longer needs denying at `nowMs`: sessions past their expiry, sessions an existing cut-off
+ * Drops what no longer needs denying at `nowMs`: sessions past their expiry (and the skew margin), sessions an existing cut-off
  * already covers, and a cut-off older than the longest possible session.
  */
 export function prune(document: DenyDocument, nowMs: number): DenyDocument {
@@ -116,7 +118,7 @@ export function prune(document: DenyDocument, nowMs: number): DenyDocument {
     document.cutoffMs > 0 && document.cutoffMs + MAX_SESSION_MS > nowMs ? document.cutoffMs : 0;
   const sessions = document.sessions.filter(
     (session) =>
-      session.notAfterMs > nowMs &&
+      session.notAfterMs + CLOCK_SKEW_MS > nowMs &&
       !(cutoffMs > 0 && session.issuedAtMs > 0 && session.issuedAtMs < cutoffMs),
   );
   return { ...document, sessions, cutoffMs };

@@ -44,8 +44,9 @@ export type DenyOutcome =
 
 /** How long one writer may hold a role's lock; checked and extended right before the IAM write. */
 const LOCK_MS = 30_000;
-/** How long a revocation waits for a busy role before failing (the queue retries it later). */
-const WAIT_MS = 25_000;
+/** How long a revocation waits for a busy role before failing (the queue retries it later): longer than a
+ * lock can be held, so a holder that died costs its waiters a wait, not an attempt. */
+const WAIT_MS = 35_000;
 /** The role's state outlives the longest session (12 h) and the longest cut-off that matters (12 h). */
 const STATE_TTL_MS = 25 * 3_600_000;
 
@@ -59,7 +60,8 @@ const STATE_TTL_MS = 25 * 3_600_000;
  */
 const QUEUE_SESSION = luaScript(`
 local cutoff = tonumber(redis.call('HGET', KEYS[1], 'cutoffMs') or '0')
-if tonumber(ARGV[3]) > 0 and cutoff > tonumber(ARGV[3]) then return {'covered', tostring(cutoff)} end
+local clean = tonumber(redis.call('HGET', KEYS[1], 'cleanAt') or '0') >= tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
+if clean and tonumber(ARGV[3]) > 0 and cutoff > tonumber(ARGV[3]) then return {'covered', tostring(cutoff)} end
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 local seq
 if existing then
@@ -157,7 +159,13 @@ export function createRoleDenyList(deps: {
         );
       if (!(await HOLD_LOCK(redis, [lockKey], [token, LOCK_MS])))
         throw new Error(`lost the deny-list lock of ${roleName} before writing; retrying`);
-      await iam.put(roleName, target.policyName, text);
+      try {
+        await iam.put(roleName, target.policyName, text);
+      } catch (error) {
+        // A put that failed on our side may still land at IAM later, over a newer write: rewrite after it.
+        await redis.hincrby(stateKey, 'lost', 1);
+        throw error;
+      }
     };
     try {
       await put(next);
@@ -171,13 +179,12 @@ export function createRoleDenyList(deps: {
     const dropped = queued
       .filter((session) => !kept.has(session.sessionId))
       .map((s) => sessionField(s.sessionId));
-    const committed = await COMMIT_WRITE(
+    // 'lost' marks the role for a rewrite, which the caller's loop (or any waiter's) does next.
+    await COMMIT_WRITE(
       redis,
       [stateKey, lockKey],
       [token, appliedSeq, next.cutoffMs, STATE_TTL_MS, Number(state.lost ?? 0), ...dropped],
     );
-    if (committed !== 'ok')
-      throw new Error(`the deny-list lock of ${roleName} lapsed during the IAM write; rewriting on retry`);
   }
 
   return {
@@ -217,7 +224,8 @@ export function createRoleDenyList(deps: {
           try {
             await write(target, token, nowMs());
           } finally {
-            await RELEASE_LOCK(redis, [lockKey], [token]);
+            // A release that fails (Redis gone) must not hide why the write failed; the lock lapses anyway.
+            await RELEASE_LOCK(redis, [lockKey], [token]).catch(() => undefined);
           }
           continue;
         }
