@@ -219,6 +219,11 @@ export function createRoleDenyList(deps: {
           if (cutoff > session.issuedAtMs) return { kind: 'cutoff', cutoffMs: cutoff };
           return { kind: 'expired' };
         }
+        // Checked on every round, so neither a busy role nor writes that keep losing their lock spin forever.
+        if (Date.now() > deadline)
+          throw new Error(
+            `the deny list of ${roleNameOf(target.roleArn)} stayed busy for ${WAIT_MS / 1000} s`,
+          );
         const token = randomBytes(16).toString('hex');
         if ((await redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') {
           try {
@@ -229,10 +234,6 @@ export function createRoleDenyList(deps: {
           }
           continue;
         }
-        if (Date.now() > deadline)
-          throw new Error(
-            `the deny list of ${roleNameOf(target.roleArn)} stayed busy for ${WAIT_MS / 1000} s`,
-          );
         await sleep(20 + Math.random() * 60);
       }
     },
