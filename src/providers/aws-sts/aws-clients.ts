@@ -36,38 +36,38 @@ export interface AwsClients {
   destroy(): void;
 }
 
-export function createAwsClients(): AwsClients {
-  const sts = new Map<string, STSClient>();
-  const iam = new Map<string, IAMClient>();
-  const stsFor = (region: string, endpoint?: string) => {
-    const key = `${region} ${endpoint ?? ''}`;
-    let client = sts.get(key);
-    if (!client) sts.set(key, (client = new STSClient({ region, endpoint, ...SDK_OPTIONS })));
-    return client;
-  };
-  const iamFor = (region: string, endpoint?: string) => {
-    const key = `${region} ${endpoint ?? ''}`;
-    let client = iam.get(key);
-    if (!client) iam.set(key, (client = new IAMClient({ region, endpoint, ...SDK_OPTIONS })));
-    return client;
-  };
-  const accounts = new Map<string, Promise<string>>();
+/** One value per region and endpoint, made on first use. */
+function perEndpoint<T>(create: (region: string, endpoint?: string) => T) {
+  const made = new Map<string, T>();
   return {
-    assumeRole: ({ region, endpoint }, input) => stsFor(region, endpoint).send(new AssumeRoleCommand(input)),
-    callerAccount: ({ region, endpoint }) => {
+    get(region: string, endpoint?: string): T {
       const key = `${region} ${endpoint ?? ''}`;
-      let account = accounts.get(key);
-      if (!account) {
-        account = stsFor(region, endpoint)
-          .send(new GetCallerIdentityCommand({}))
-          .then((answer) => answer.Account ?? '');
-        account.catch(() => accounts.delete(key));
-        accounts.set(key, account);
-      }
-      return account;
+      let value = made.get(key);
+      if (value === undefined) made.set(key, (value = create(region, endpoint)));
+      return value;
     },
+    forget: (region: string, endpoint?: string) => made.delete(`${region} ${endpoint ?? ''}`),
+    values: () => [...made.values()],
+  };
+}
+
+export function createAwsClients(): AwsClients {
+  const sts = perEndpoint((region, endpoint) => new STSClient({ region, endpoint, ...SDK_OPTIONS }));
+  const iam = perEndpoint((region, endpoint) => new IAMClient({ region, endpoint, ...SDK_OPTIONS }));
+  const accounts = perEndpoint((region, endpoint) => {
+    const account = sts
+      .get(region, endpoint)
+      .send(new GetCallerIdentityCommand({}))
+      .then((answer) => answer.Account ?? '');
+    // A failed lookup is asked again next time, not remembered.
+    account.catch(() => accounts.forget(region, endpoint));
+    return account;
+  });
+  return {
+    assumeRole: ({ region, endpoint }, input) => sts.get(region, endpoint).send(new AssumeRoleCommand(input)),
+    callerAccount: ({ region, endpoint }) => accounts.get(region, endpoint),
     rolePolicies: ({ region, iamEndpoint }) => {
-      const client = iamFor(region, iamEndpoint);
+      const client = iam.get(region, iamEndpoint);
       return {
         async get(RoleName, PolicyName) {
           try {
