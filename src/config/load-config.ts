@@ -29,6 +29,11 @@ export function parseConfig(input: unknown, baseDir: string): Config {
   for (const issuer of config.issuers) {
     if (issuer.jwksFile) issuer.jwksFile = path.resolve(baseDir, issuer.jwksFile);
   }
+  const vault = config.vault;
+  if (vault?.caCertFile) vault.caCertFile = path.resolve(baseDir, vault.caCertFile);
+  if (vault?.auth.method === 'approle')
+    vault.auth.secretIdFile = path.resolve(baseDir, vault.auth.secretIdFile);
+  if (vault?.auth.method === 'jwt') vault.auth.jwtFile = path.resolve(baseDir, vault.auth.jwtFile);
   return deepFreeze(config);
 }
 

@@ -111,18 +111,61 @@ const awsStsGrantSchema = z.strictObject({
   maxTtlSeconds: z.number().int().min(STS_MIN_SECONDS).max(STS_MAX_SECONDS),
 });
 
-const unavailableProvider = (provider: 'vault') =>
-  z.looseObject({ provider: z.literal(provider) }).transform((_, ctx) => {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['provider'],
-      message: `provider "${provider}" is not available in this build yet`,
-    });
-    return z.NEVER;
-  });
+/** A Vault path segment list, e.g. `database/creds/readonly`; no `..`, no query. */
+const VAULT_PATH = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.@=-]+)+$/;
+/** Mounts that never hand out a leased secret by a read: refused so a grant cannot point at them by mistake. */
+const VAULT_RESERVED_MOUNTS = ['sys', 'auth', 'identity', 'cubbyhole'];
+/** A Vault Enterprise / OpenBao namespace path, e.g. `team-a` or `org/team-a`. */
+export const vaultNamespace = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*\/?$/, 'a Vault namespace path such as team-a or org/team-a');
+
+const vaultCommon = {
+  provider: z.literal('vault'),
+  /** The namespace this grant's calls go to; omitted, the broker's own (VAULT_NAMESPACE). */
+  namespace: vaultNamespace.optional(),
+  ...grantCommon,
+};
+
+const vaultTokenGrantSchema = z.strictObject({
+  ...vaultCommon,
+  mode: z.literal('token'),
+  /**
+   * Required: a child token created without policies would inherit every policy of the broker's own token.
+   * `root` can never be listed.
+   */
+  policies: z
+    .array(z.string().regex(/^[\w.@-]{1,128}$/, 'a Vault policy name'))
+    .min(1, 'list the policies the token gets (without them it would inherit the broker’s own)')
+    .refine((policies) => !policies.includes('root'), 'the root policy can never be granted'),
+  /** A token role: the token is created at auth/token/create/<role> (e.g. one with orphan=true). */
+  role: z
+    .string()
+    .regex(/^[\w.-]{1,128}$/, 'a token role name')
+    .optional(),
+  /** Uses before Vault revokes the token by itself; 0 = unlimited until revoked or expired. */
+  numUses: z.number().int().min(0).max(1_000_000).default(0),
+  noDefaultPolicy: z.boolean().default(false),
+});
+
+const vaultDynamicGrantSchema = z.strictObject({
+  ...vaultCommon,
+  mode: z.literal('dynamic'),
+  /** Read to obtain the secret, e.g. database/creds/readonly or aws/creds/deploy. */
+  path: z
+    .string()
+    .regex(VAULT_PATH, 'a Vault path such as database/creds/readonly')
+    .refine((path) => !path.split('/').some((segment) => /^\.+$/.test(segment)), 'no . or .. segments')
+    .refine(
+      (path) => !VAULT_RESERVED_MOUNTS.includes(path.split('/')[0] ?? ''),
+      `a secrets engine path, not one under ${VAULT_RESERVED_MOUNTS.join('/, ')}/`,
+    ),
+});
+
+const vaultGrantSchema = z.discriminatedUnion('mode', [vaultTokenGrantSchema, vaultDynamicGrantSchema]);
 
 export const grantSchema = z
-  .discriminatedUnion('provider', [jwtGrantSchema, awsStsGrantSchema, unavailableProvider('vault')])
+  .discriminatedUnion('provider', [jwtGrantSchema, awsStsGrantSchema, vaultGrantSchema])
   .superRefine((grant, ctx) => {
     // Fails closed: step-up approval is not built yet, so a grant that needs it cannot be configured.
     if (grant.approval === 'required') {
@@ -134,6 +177,41 @@ export const grantSchema = z
     }
   });
 
+const vaultMount = z.string().regex(/^[\w.-]+(\/[\w.-]+)*$/, 'an auth mount path such as approle');
+
+/**
+ * How the broker reaches Vault and who it is there. Every field left out falls back to Vault's standard
+ * variable (VAULT_ADDR, VAULT_NAMESPACE, VAULT_CACERT, VAULT_CLIENT_TIMEOUT); the secrets (VAULT_TOKEN, an
+ * AppRole secret id, a JWT) never sit in this file.
+ */
+const vaultConnectionSchema = z.strictObject({
+  address: httpUrl.optional(),
+  namespace: vaultNamespace.optional(),
+  /** PEM bundle of the CAs that may sign Vault's TLS certificate. */
+  caCertFile: z.string().min(1).optional(),
+  timeoutSeconds: z.number().int().min(1).max(300).optional(),
+  auth: z
+    .discriminatedUnion('method', [
+      /** VAULT_TOKEN, renewed by the broker when Vault says it is renewable. */
+      z.strictObject({ method: z.literal('token') }),
+      z.strictObject({
+        method: z.literal('approle'),
+        mount: vaultMount.default('approle'),
+        roleId: z.string().min(1),
+        /** A file holding the secret id (mounted by the orchestrator), read at each login. */
+        secretIdFile: z.string().min(1),
+      }),
+      z.strictObject({
+        method: z.literal('jwt'),
+        mount: vaultMount.default('jwt'),
+        role: z.string().min(1),
+        /** A file holding the JWT, e.g. a projected Kubernetes service-account token, read at each login. */
+        jwtFile: z.string().min(1),
+      }),
+    ])
+    .default({ method: 'token' }),
+});
+
 const roleSchema = z.enum(['viewer', 'revoker', 'approver', 'admin']);
 const principalsSchema = z.strictObject({
   issuer: name,
@@ -144,6 +222,7 @@ export const configSchema = z
   .strictObject({
     issuers: z.array(issuerSchema).min(1),
     grants: z.record(name, grantSchema),
+    vault: vaultConnectionSchema.optional(),
     policies: z.string().min(1),
     admins: z
       .array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) }))
@@ -223,4 +302,6 @@ export type IssuerConfig = Config['issuers'][number];
 export type GrantConfig = Config['grants'][string];
 export type JwtGrantConfig = z.output<typeof jwtGrantSchema>;
 export type AwsStsGrantConfig = z.output<typeof awsStsGrantSchema>;
+export type VaultGrantConfig = z.output<typeof vaultGrantSchema>;
+export type VaultConnectionConfig = z.output<typeof vaultConnectionSchema>;
 export type AdminRole = z.output<typeof roleSchema>;

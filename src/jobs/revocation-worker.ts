@@ -1,7 +1,8 @@
-import { Worker } from 'bullmq';
+import { UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { REVOCATION_QUEUE, type RedisKeys } from '../leases/keys';
 import type { RevocationJob, RevocationQueue } from '../leases/revocation-queue';
+import { RevocationRefusedError } from '../providers/provider';
 import type { BrokerDeps } from '../usecases/deps';
 import { settleLease } from '../usecases/settle-lease';
 
@@ -24,7 +25,12 @@ export function startRevocationWorker(
     REVOCATION_QUEUE,
     async (job) => {
       const attempts = job.opts.attempts ?? 1;
-      const result = await settleLease(deps, job.data.leaseId, { final: job.attemptsMade + 1 >= attempts });
+      const result = await settleLease(deps, job.data.leaseId, {
+        final: job.attemptsMade + 1 >= attempts,
+      }).catch((error: unknown) => {
+        // The lease is already irrevocable; the sweeper, not this job's retries, tries it again later.
+        throw error instanceof RevocationRefusedError ? new UnrecoverableError(error.message) : error;
+      });
       // The delayed expiry job of a lease revoked early would only no-op later; drop it now.
       if (job.name === 'revoke' && result === 'settled')
         await deps.queue.cancelExpiry(job.data.leaseId).catch(() => undefined);

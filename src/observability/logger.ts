@@ -19,6 +19,14 @@ export const REDACTED_PATHS = [
   '*.authorization',
   '*.secretAccessKey',
   '*.sessionToken',
+  // Vault: the tokens and login secrets in its request and response bodies and headers.
+  'client_token',
+  'secret_id',
+  '*.client_token',
+  '*.secret_id',
+  '*.jwt',
+  '*["x-vault-token"]',
+  '*["X-Vault-Token"]',
   'req.headers.authorization',
   'headers.authorization',
 ];

@@ -13,7 +13,7 @@ export interface MintRequest {
 
 export interface MintedCredential {
   /** Returned to the caller once; never stored or logged. */
-  credential: Record<string, string>;
+  credential: Record<string, unknown>;
   /** The secret part, hashed for the lease and the audit. */
   secret: string;
   /** What revocation needs later (an id, an accessor); never a secret. */
@@ -44,6 +44,15 @@ export interface RevokeContext {
   neverIssued?: boolean;
 }
 
+/**
+ * The backend refused the revocation in a way retrying cannot change (e.g. Vault: permission denied). The
+ * lease becomes irrevocable at once, with this message as the reason, instead of running the retry ladder;
+ * the sweeper still tries it again later, once someone may have fixed the cause.
+ */
+export class RevocationRefusedError extends Error {
+  override name = 'RevocationRefusedError';
+}
+
 export interface CredentialProvider {
   readonly kind: ProviderKind;
   /** One sentence for operators: what revoking a credential of this provider really achieves. */
@@ -51,7 +60,8 @@ export interface CredentialProvider {
   mint(request: MintRequest): Promise<MintedCredential>;
   /**
    * Revokes the credential behind `lease`. Idempotent: revoking twice, or revoking what the backend no
-   * longer knows, succeeds. Throws when the backend could not be reached or refused; the caller retries.
+   * longer knows, succeeds. Throws when the backend could not be reached or refused; the caller retries,
+   * except after a RevocationRefusedError.
    */
   revoke(lease: Lease, context: RevokeContext): Promise<RevocationResult>;
 }

@@ -1,4 +1,5 @@
 import { isSettled } from '../domain/types';
+import { RevocationRefusedError } from '../providers/provider';
 import type { BrokerDeps } from './deps';
 
 export type SettleResult = 'settled' | 'already' | 'missing';
@@ -8,8 +9,9 @@ export type SettleResult = 'settled' | 'already' | 'missing';
  * someone asked to revoke (task completed, admin, holder) settles as `revoked`; any other is being settled
  * because it expired, and settles as `expired` — by the API's clock, which scheduled the job, not the
  * worker's, which may differ a little.
- * Throws on a provider failure so the queue retries; on the final attempt the lease becomes irrevocable
- * (listed, counted, and retried by the sweeper later — never dropped).
+ * Throws on a provider failure so the queue retries; on the final attempt, or at once when the provider
+ * says retrying cannot help, the lease becomes irrevocable (listed, counted, and retried by the sweeper
+ * later — never dropped).
  */
 export async function settleLease(
   deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'>,
@@ -40,8 +42,10 @@ export async function settleLease(
   } catch (error) {
     const message = (error as Error).message.slice(0, 500);
     await deps.leases.recordFailure(leaseId, message);
-    deps.events.revocationFailed(leaseId, lease.provider, message, attempt.final);
-    if (attempt.final) {
+    // A refusal that retrying cannot change (permission denied) goes irrevocable at once, with its reason.
+    const final = attempt.final || error instanceof RevocationRefusedError;
+    deps.events.revocationFailed(leaseId, lease.provider, message, final);
+    if (final) {
       const retryAtMs = nowMs + deps.config.revocation.irrevocableRetrySeconds * 1000;
       await deps.leases.markIrrevocable(leaseId, message, nowMs, retryAtMs);
       await deps.audit.append({ type: 'lease.irrevocable', atMs: nowMs, ...base, reason: message });

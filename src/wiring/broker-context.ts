@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { createAuditLog } from '../audit/audit-log';
+import { ConfigError } from '../config/load-config';
 import type { Config } from '../config/schema';
+import type { VaultSettings } from '../config/vault-settings';
 import { createAttestationVerifier, type AttestationVerifier } from '../identity/verify-attestation';
 import { RedisKeys } from '../leases/keys';
 import { createLeaseStore } from '../leases/lease-store';
@@ -20,6 +22,8 @@ import { createAwsClients } from '../providers/aws-sts/aws-clients';
 import { createAwsStsProvider } from '../providers/aws-sts/aws-sts-provider';
 import { createJwtProvider } from '../providers/jwt/jwt-provider';
 import type { CredentialProvider, ProviderRegistry } from '../providers/provider';
+import { createVaultClient } from '../providers/vault/vault-client';
+import { createVaultProvider } from '../providers/vault/vault-provider';
 import type { SigningKeyRing } from '../signing/signing-keys';
 import { createTaskStore } from '../tasks/task-store';
 import type { BrokerDeps, UseCaseEvents } from '../usecases/deps';
@@ -79,6 +83,16 @@ function createVerifier(config: Config, metrics: Metrics, logger: Logger, nowMs:
   });
 }
 
+/** The Vault client, when a grant uses Vault; its renewal of the broker's own token starts here. */
+function vaultClient(config: Config, settings: VaultSettings | null | undefined, logger: Logger) {
+  const used = Object.values(config.grants).some((grant) => grant.provider === 'vault');
+  if (!used) return null;
+  if (!settings) throw new ConfigError('vault grants are configured but no Vault connection was given');
+  const client = createVaultClient(settings, logger);
+  client.start();
+  return client;
+}
+
 /** The worker decides nothing: fails closed should anything there ever ask. */
 const NO_POLICIES: PolicyEngine = {
   policyCount: 0,
@@ -95,6 +109,8 @@ export async function createBrokerContext(options: {
   redisUrl: string;
   signingKeys: SigningKeyRing | null;
   logger: Logger;
+  /** Resolved by resolveVaultSettings; needed when a grant uses Vault. */
+  vault?: VaultSettings | null;
   nowMs?: () => number;
 }): Promise<BrokerContext> {
   const { config, logger } = options;
@@ -124,10 +140,12 @@ export async function createBrokerContext(options: {
     brokerIssuer: config.broker.issuer,
   });
   const awsClients = createAwsClients();
-  const providers: ProviderRegistry = new Map<CredentialProvider['kind'], CredentialProvider>([
+  const providers = new Map<CredentialProvider['kind'], CredentialProvider>([
     ['jwt', jwt],
     ['aws-sts', createAwsStsProvider({ config, redis, keys, clients: awsClients })],
   ]);
+  const vault = vaultClient(config, options.vault, logger);
+  if (vault) providers.set('vault', createVaultProvider(vault));
   const verifier = servesApi ? createVerifier(config, metrics, logger, nowMs) : null;
 
   const deps: BrokerDeps = {
@@ -136,7 +154,7 @@ export async function createBrokerContext(options: {
     leases,
     queue,
     policy: servesApi ? createPolicyEngine(config.policies) : NO_POLICIES,
-    providers,
+    providers: providers as ProviderRegistry,
     audit: createAuditLog(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
     signingKeys: options.signingKeys as SigningKeyRing,
@@ -157,6 +175,7 @@ export async function createBrokerContext(options: {
       if (redis.status !== 'ready') redis.disconnect();
       await queue.close();
       awsClients.destroy();
+      vault?.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { loadConfigFile } from '../config/load-config';
 import type { Env } from '../config/env';
+import { resolveVaultSettings } from '../config/vault-settings';
 import type { Logger } from '../observability/logger';
 import { loadSigningKeys } from '../signing/signing-keys';
 import { createBrokerContext } from './broker-context';
@@ -17,6 +18,7 @@ export async function startDev(env: Env, logger: Logger) {
   const devDir = path.resolve(env.TASKLEASE_DEV_DIR);
   const files = await ensureDevFiles(devDir);
   const config = loadConfigFile(env.TASKLEASE_CONFIG ?? files.configFile);
+  const vault = resolveVaultSettings(config, env);
   const signingKeys = await loadSigningKeys(env.TASKLEASE_SIGNING_KEYS ?? files.signingKeysJson);
   let redis: LocalRedis | null = null;
   if (!env.REDIS_URL) {
@@ -24,7 +26,7 @@ export async function startDev(env: Env, logger: Logger) {
     logger.info({ url: redis.url, dir: path.join(devDir, 'redis') }, 'started a local redis-server');
   }
   const redisUrl = env.REDIS_URL ?? (redis as LocalRedis).url;
-  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger });
+  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger, vault });
   const api = await startApi({
     config,
     redisUrl,

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Config } from '../config/schema';
+import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
 import type { Logger } from '../observability/logger';
 import { createTokenInspector } from '../providers/jwt/inspect-token';
@@ -23,6 +24,7 @@ export async function startApi(options: {
   logger: Logger;
   host: string;
   port: number;
+  vault?: VaultSettings | null;
   context?: BrokerContext;
 }): Promise<RunningApi> {
   const { logger } = options;

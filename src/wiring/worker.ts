@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
 import type { Config } from '../config/schema';
+import type { VaultSettings } from '../config/vault-settings';
 import { systemRoutes } from '../http/routes/system';
 import { startRevocationWorker } from '../jobs/revocation-worker';
 import { startSweeper } from '../jobs/sweeper';
@@ -22,6 +23,7 @@ export async function startWorker(options: {
   logger: Logger;
   host: string;
   port: number | null;
+  vault?: VaultSettings | null;
   context?: BrokerContext;
 }): Promise<RunningWorker> {
   const { config, logger } = options;

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load-config';
 import type { Env } from '../../config/env';
+import { resolveVaultSettings } from '../../config/vault-settings';
 import { createLogger, type Logger } from '../../observability/logger';
 import { loadSigningKeys } from '../../signing/signing-keys';
 
@@ -47,6 +48,7 @@ export function registerProcessCommands(program: Command, env: () => Env) {
         logger,
         host: e.HOST,
         port: e.PORT,
+        vault: resolveVaultSettings(config, e),
       });
       onSignals(logger, api.close, api.reloadPolicies);
     });
@@ -67,6 +69,7 @@ export function registerProcessCommands(program: Command, env: () => Env) {
         logger,
         host: e.HOST,
         port: e.WORKER_PORT,
+        vault: resolveVaultSettings(config, e),
       });
       // SIGHUP is answered, not fatal: the worker holds no policies, so there is nothing to reload.
       onSignals(logger, worker.close, () => logger.info('SIGHUP: the worker has no policies to reload'));

@@ -1,0 +1,149 @@
+import createNodeVault from 'node-vault';
+import type { VaultSettings } from '../../config/vault-settings';
+
+/** What went wrong with a call, in the terms the broker acts on. */
+export type VaultFailure =
+  /** No answer: connection refused or reset, a timeout, a TLS failure. */
+  | 'unreachable'
+  | 'sealed'
+  /** 5xx, 429 (rate limited), 412 (a standby not caught up): try again later. */
+  | 'unavailable'
+  /** 403: the token is missing, expired, revoked, or its policy does not allow this path. */
+  | 'denied'
+  | 'not-found'
+  /** Any other 4xx: the request itself is wrong; repeating it cannot help. */
+  | 'invalid';
+
+const RETRYABLE: ReadonlySet<VaultFailure> = new Set(['unreachable', 'sealed', 'unavailable']);
+
+/**
+ * A failed Vault call. Built from the status and Vault's `errors` only: the client library's own error
+ * carries the request, headers and all, and with them the broker's token, so it never travels further.
+ */
+export class VaultRequestError extends Error {
+  override name = 'VaultRequestError';
+  constructor(
+    readonly failure: VaultFailure,
+    readonly status: number | undefined,
+    readonly errors: readonly string[],
+    message: string,
+  ) {
+    super(message);
+  }
+  get retryable(): boolean {
+    return RETRYABLE.has(this.failure);
+  }
+  /** Vault's words, e.g. `invalid accessor`, for callers that must tell one 400 from another. */
+  says(text: string): boolean {
+    return this.errors.some((error) => error.includes(text));
+  }
+}
+
+export type VaultMethod = 'GET' | 'POST';
+
+export interface VaultCall {
+  /** The token to send as X-Vault-Token; omitted for the login endpoints, which take none. */
+  token?: string;
+  namespace?: string;
+  body?: Record<string, unknown>;
+}
+
+/** The parts of Vault's response envelope the broker reads. */
+export interface VaultResponse {
+  lease_id?: string;
+  lease_duration?: number;
+  renewable?: boolean;
+  data?: unknown;
+  auth?: VaultAuthBlock | null;
+}
+
+/** Logins, token creation and renewals answer with Vault's `auth` block. */
+export interface VaultAuthBlock {
+  client_token?: string;
+  accessor?: string;
+  lease_duration?: number;
+  renewable?: boolean;
+}
+
+/** One HTTP call to Vault; resolves with the parsed body (undefined for a 204). */
+export type VaultHttp = (
+  method: VaultMethod,
+  path: string,
+  call: VaultCall,
+) => Promise<VaultResponse | undefined>;
+
+const oneLine = (text: string) =>
+  text
+    .replace(/\s+/g, ' ')
+    .replace(/^1 error occurred: \* /, '')
+    .trim();
+
+function failureOf(status: number, errors: readonly string[]): VaultFailure {
+  if (status === 503 && errors.some((error) => /sealed/i.test(error))) return 'sealed';
+  if (status >= 500 || status === 429 || status === 412) return 'unavailable';
+  if (status === 403) return 'denied';
+  if (status === 404) return 'not-found';
+  return 'invalid';
+}
+
+function toRequestError(error: unknown, method: VaultMethod, path: string): VaultRequestError {
+  const response = (error as { response?: { statusCode?: number; body?: { errors?: unknown } } }).response;
+  if (typeof response?.statusCode === 'number') {
+    const raw = Array.isArray(response.body?.errors) ? response.body.errors : [];
+    const errors = raw.filter((entry): entry is string => typeof entry === 'string').map(oneLine);
+    const said = errors.length ? errors.join('; ') : 'no error text';
+    return new VaultRequestError(
+      failureOf(response.statusCode, errors),
+      response.statusCode,
+      errors,
+      `Vault ${method} ${path} answered ${response.statusCode}: ${said}`,
+    );
+  }
+  // Transport errors: keep the code (ECONNREFUSED, ECONNABORTED, CERT_HAS_EXPIRED...), nothing else.
+  const code = (error as { code?: unknown }).code;
+  const why = typeof code === 'string' ? code : (error as Error).name || 'network error';
+  return new VaultRequestError('unreachable', undefined, [], `Vault ${method} ${path} unreachable: ${why}`);
+}
+
+/**
+ * The real node-vault client, held so that it never acts on its own: its token, namespace and path prefix
+ * are cleared (node-vault would otherwise take VAULT_TOKEN, VAULT_NAMESPACE and VAULT_PREFIX from the
+ * environment), each call passes its token and namespace explicitly, and its debug output (which prints
+ * request bodies, login secrets included) goes nowhere. Only the generic `read` and `write` are used: the
+ * token helpers such as `tokenCreate()` would replace the client's token with the child token they create.
+ * TLS is always verified (VAULT_SKIP_VERIFY is not honoured); a CA bundle may be given.
+ */
+export function createVaultHttp(
+  settings: Pick<VaultSettings, 'address' | 'caCertPem' | 'timeoutMs'>,
+): VaultHttp {
+  // `rpDefaults` is read by node-vault but missing from its type definitions.
+  const options: createNodeVault.VaultOptions & { rpDefaults: object } = {
+    apiVersion: 'v1',
+    endpoint: settings.address,
+    requestOptions: settings.caCertPem ? { ca: settings.caCertPem } : {},
+    rpDefaults: { strictSSL: true, timeout: settings.timeoutMs },
+    debug: () => undefined,
+  };
+  const client = createNodeVault(options) as Omit<createNodeVault.client, 'token'> & {
+    token?: string;
+    namespace?: string;
+    pathPrefix: string;
+  };
+  client.token = undefined;
+  client.namespace = undefined;
+  client.pathPrefix = '';
+
+  return async (method, path, call) => {
+    const headers: Record<string, string> = {};
+    if (call.token) headers['X-Vault-Token'] = call.token;
+    if (call.namespace) headers['X-Vault-Namespace'] = call.namespace;
+    const requestOptions = { headers, timeout: settings.timeoutMs };
+    try {
+      return method === 'GET'
+        ? await client.read(path, requestOptions)
+        : await client.write(path, call.body ?? {}, requestOptions);
+    } catch (error) {
+      throw toRequestError(error, method, path);
+    }
+  };
+}
