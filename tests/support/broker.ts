@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseConfig } from '../../src/config/load-config';
 import type { ConfigInput } from '../../src/config/schema';
+import type { VaultSettings } from '../../src/config/vault-settings';
 import { createLogger } from '../../src/observability/logger';
 import { generateSigningJwks, loadSigningKeys, type SigningKeyRing } from '../../src/signing/signing-keys';
 import { createBrokerContext, type BrokerContext } from '../../src/wiring/broker-context';
@@ -67,6 +68,10 @@ export interface TestBrokerOptions {
   resourceServers?: ConfigInput['resourceServers'];
   /** Another Redis than the shared test one (a test that stops its Redis). */
   redisUrl?: string;
+  /** The Vault connection, for vault grants. */
+  vault?: VaultSettings;
+  /** Where log lines go (a test that reads them); the level is then `debug`. */
+  logDestination?: { write(line: string): void };
 }
 
 /**
@@ -111,9 +116,11 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const config = parseConfig(input, dir);
   const signingKeysJson = JSON.stringify(await generateSigningJwks());
   const signingKeys = await loadSigningKeys(signingKeysJson);
-  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const logger = options.logDestination
+    ? createLogger('debug', options.logDestination)
+    : createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const redisUrl = options.redisUrl ?? testRedisUrl();
-  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger });
+  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger, vault: options.vault });
   const api = await startApi({ config, redisUrl, signingKeys, logger, host: '127.0.0.1', port: 0, context });
   const worker =
     options.worker === false

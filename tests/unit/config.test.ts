@@ -332,11 +332,64 @@ describe('parseConfig refuses an invalid configuration, naming the field', () =>
       /grants\.reports\.sessionPolicy: is \d+ characters before any placeholder is filled; STS allows 2048/,
     ],
     [
-      'a vault grant (not available yet)',
+      'a vault token grant without policies (it would inherit the broker’s own)',
       (c) => {
-        c.grants.deploy = { provider: 'vault', mode: 'token', policies: ['deploy'], maxTtlSeconds: 900 };
+        c.grants.deploy = { provider: 'vault', mode: 'token', policies: [], maxTtlSeconds: 900 };
       },
-      /grants\.deploy\.provider: provider "vault" is not available in this build yet/,
+      /grants\.deploy\.policies: list the policies the token gets/,
+    ],
+    [
+      'a vault token grant with the root policy',
+      (c) => {
+        c.grants.deploy = {
+          provider: 'vault',
+          mode: 'token',
+          policies: ['deploy', 'root'],
+          maxTtlSeconds: 900,
+        };
+      },
+      /grants\.deploy\.policies: the root policy can never be granted/,
+    ],
+    [
+      'a vault grant without a mode',
+      (c) => {
+        c.grants.deploy = { provider: 'vault', policies: ['deploy'], maxTtlSeconds: 900 };
+      },
+      /grants\.deploy\.mode: /,
+    ],
+    [
+      'a vault dynamic grant reading under sys/',
+      (c) => {
+        c.grants.db = { provider: 'vault', mode: 'dynamic', path: 'sys/leases/lookup', maxTtlSeconds: 900 };
+      },
+      /grants\.db\.path: a secrets engine path, not one under sys\//,
+    ],
+    [
+      'a vault dynamic grant with a .. segment',
+      (c) => {
+        c.grants.db = { provider: 'vault', mode: 'dynamic', path: 'database/../sys/x', maxTtlSeconds: 900 };
+      },
+      /grants\.db\.path: no \. or \.\. segments/,
+    ],
+    [
+      'a vault dynamic grant with token-mode fields',
+      (c) => {
+        c.grants.db = {
+          provider: 'vault',
+          mode: 'dynamic',
+          path: 'database/creds/readonly',
+          policies: ['x'],
+          maxTtlSeconds: 900,
+        };
+      },
+      /grants\.db: Unrecognized key: "policies"/,
+    ],
+    [
+      'a vault auth method with its secret inline',
+      (c) => {
+        c.vault = { auth: { method: 'approle', roleId: 'r', secretId: 's', secretIdFile: '/f' } };
+      },
+      /vault\.auth: Unrecognized key: "secretId"/,
     ],
     [
       'approval: required (not available yet)',
