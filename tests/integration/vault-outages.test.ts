@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
 import type { ConfigInput } from '../../src/config/schema';
 import type { VaultSettings } from '../../src/config/vault-settings';
@@ -265,5 +266,30 @@ describe('vault: outages, refusals and the broker’s own token', () => {
     const refused = await untrusted.issue(await untrusted.declare());
     expect(refused.status).toBe(503);
     expect(vault.requests).toEqual([]);
+  });
+
+  it('gives up on a Vault that accepts connections and never answers, after the configured timeout', async () => {
+    const vault = await started();
+    // A listener that takes the connection and says nothing: a hung Vault or a black-holed proxy.
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    running.push({
+      close: () => {
+        for (const socket of sockets) socket.destroy();
+        return new Promise<void>((resolve) => silent.close(() => resolve()));
+      },
+    });
+    const port = (silent.address() as { port: number }).port;
+    const { declare, issue } = await startBroker(vault, {
+      address: `http://127.0.0.1:${port}`,
+      timeoutMs: 300,
+    });
+    const startedMs = Date.now();
+    const refused = await issue(await declare());
+    expect(refused.status).toBe(503);
+    expect(refused.body.error).toBe('unavailable');
+    // Bounded by the timeout (one attempt; a 403 retry does not apply), not by the HTTP client's default.
+    expect(Date.now() - startedMs).toBeLessThan(5_000);
   });
 });
