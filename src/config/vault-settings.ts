@@ -4,6 +4,8 @@ import { ConfigError } from './load-config';
 import { vaultNamespace, type Config, type VaultConnectionConfig } from './schema';
 
 export const DEFAULT_VAULT_TIMEOUT_SECONDS = 10;
+const MAX_VAULT_TIMEOUT_SECONDS = 300;
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 export type VaultAuthSettings =
   { method: 'token'; token: string } | Exclude<VaultConnectionConfig['auth'], { method: 'token' }>;
@@ -32,6 +34,31 @@ function readCaBundle(file: string): string {
   return pem;
 }
 
+/** Vault's address. Plain http would carry the broker's token and login secrets in clear: loopback only. */
+function checkAddress(address: string): string {
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    throw new ConfigError(`the Vault address is not a URL: ${address}`);
+  }
+  const loopbackHttp = url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  if (url.protocol !== 'https:' && !loopbackHttp)
+    throw new ConfigError(`the Vault address must be https:// (http:// only on loopback): ${address}`);
+  return address.replace(/\/+$/, '');
+}
+
+/** VAULT_CLIENT_TIMEOUT as the Vault CLI writes it (`30` or `30s`); 0 would mean no timeout at all. */
+function parseTimeout(value: string): number {
+  const match = /^(\d+)s?$/.exec(value.trim());
+  const seconds = match ? Number(match[1]) : NaN;
+  if (!(seconds >= 1 && seconds <= MAX_VAULT_TIMEOUT_SECONDS))
+    throw new ConfigError(
+      `VAULT_CLIENT_TIMEOUT must be 1-${MAX_VAULT_TIMEOUT_SECONDS} seconds (e.g. 30 or 30s): ${value}`,
+    );
+  return seconds;
+}
+
 /**
  * The Vault connection: the config's `vault` block first, then Vault's standard variables, as the Vault CLI
  * reads them. Null when no grant uses Vault. Fails at start-up, not at the first request, when something
@@ -45,6 +72,9 @@ export function resolveVaultSettings(
   const connection = config.vault;
   const address = connection?.address ?? env.VAULT_ADDR;
   if (!address) throw new ConfigError('vault grants need a Vault address: set VAULT_ADDR or vault.address');
+  const timeoutSeconds =
+    connection?.timeoutSeconds ??
+    (env.VAULT_CLIENT_TIMEOUT ? parseTimeout(env.VAULT_CLIENT_TIMEOUT) : DEFAULT_VAULT_TIMEOUT_SECONDS);
   const namespace = connection?.namespace ?? env.VAULT_NAMESPACE;
   if (namespace !== undefined && !vaultNamespace.safeParse(namespace).success)
     throw new ConfigError(`VAULT_NAMESPACE is not a namespace path: ${namespace}`);
@@ -61,11 +91,10 @@ export function resolveVaultSettings(
     auth = configured;
   }
   return {
-    address: address.replace(/\/+$/, ''),
+    address: checkAddress(address),
     namespace,
     caCertPem: caFile ? readCaBundle(caFile) : undefined,
-    timeoutMs:
-      (connection?.timeoutSeconds ?? env.VAULT_CLIENT_TIMEOUT ?? DEFAULT_VAULT_TIMEOUT_SECONDS) * 1000,
+    timeoutMs: timeoutSeconds * 1000,
     auth,
   };
 }

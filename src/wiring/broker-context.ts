@@ -85,10 +85,11 @@ function createVerifier(config: Config, metrics: Metrics, logger: Logger, nowMs:
 
 /** The Vault client, when a grant uses Vault; its renewal of the broker's own token starts here. */
 function vaultClient(config: Config, settings: VaultSettings | null | undefined, logger: Logger) {
-  const used = Object.values(config.grants).some((grant) => grant.provider === 'vault');
-  if (!used) return null;
+  const grants = Object.values(config.grants).filter((grant) => grant.provider === 'vault');
+  if (grants.length === 0) return null;
   if (!settings) throw new ConfigError('vault grants are configured but no Vault connection was given');
-  const client = createVaultClient(settings, logger);
+  const longestGrantSeconds = Math.max(...grants.map((grant) => grant.maxTtlSeconds));
+  const client = createVaultClient(settings, logger, { longestGrantSeconds });
   client.start();
   return client;
 }

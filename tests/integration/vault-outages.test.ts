@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
 import type { ConfigInput } from '../../src/config/schema';
@@ -254,12 +255,36 @@ describe('vault: outages, refusals and the broker’s own token', () => {
     expect(vault.requests.every((r) => r.namespace === 'team-a' && r.token === token)).toBe(true);
   });
 
-  it('verifies Vault’s certificate against the CA bundle, and refuses to talk without it', async () => {
+  it('verifies Vault’s certificate against the CA bundle, and refuses to talk without it, whatever the environment says', async () => {
+    // What node-vault and axios would read from the environment themselves: none of it may take effect.
+    const planted = {
+      VAULT_SKIP_VERIFY: '1',
+      VAULT_TOKEN: 'hvs.planted-in-the-environment',
+      VAULT_NAMESPACE: 'planted',
+      VAULT_PREFIX: '/planted',
+      HTTPS_PROXY: 'http://127.0.0.1:9',
+      https_proxy: 'http://127.0.0.1:9',
+    };
+    const saved = Object.fromEntries(Object.keys(planted).map((key) => [key, process.env[key]]));
+    Object.assign(process.env, planted);
+    running.push({
+      close: async () => {
+        for (const [key, value] of Object.entries(saved))
+          if (value === undefined) delete process.env[key];
+          else process.env[key] = value;
+      },
+    });
     const vault = await started({ tls: true });
     expect(vault.url).toMatch(/^https:/);
     const ca = readFileSync(path.join(TLS_DIR, 'vault-test.crt'), 'utf8');
     const trusted = await startBroker(vault, { caCertPem: ca });
     expect((await trusted.issue(await trusted.declare())).status).toBe(201);
+    // Straight to Vault (no proxy), with the configured token, no namespace and no path prefix.
+    expect(vault.requests.length).toBeGreaterThan(0);
+    expect(vault.requests.every((r) => r.token !== planted.VAULT_TOKEN && r.namespace === undefined)).toBe(
+      true,
+    );
+    expect(vault.requests.every((r) => !r.path.startsWith('planted'))).toBe(true);
 
     vault.requests.length = 0;
     const untrusted = await startBroker(vault, {});
@@ -291,5 +316,22 @@ describe('vault: outages, refusals and the broker’s own token', () => {
     expect(refused.body.error).toBe('unavailable');
     // Bounded by the timeout (one attempt; a 403 retry does not apply), not by the HTTP client's default.
     expect(Date.now() - startedMs).toBeLessThan(5_000);
+  });
+
+  it('follows no redirect: the token and a login body never go to another address', async () => {
+    const vault = await started();
+    // A standby without request forwarding answers 307 to the active node; here, to another listener.
+    const redirector = createHttpServer((req, res) => {
+      res.writeHead(307, { location: `${vault.url}${req.url ?? '/'}` });
+      res.end();
+    });
+    await new Promise<void>((resolve) => redirector.listen(0, '127.0.0.1', resolve));
+    running.push({ close: () => new Promise<void>((resolve) => redirector.close(() => resolve())) });
+    const port = (redirector.address() as { port: number }).port;
+    vault.requests.length = 0;
+    const { declare, issue } = await startBroker(vault, { address: `http://127.0.0.1:${port}` });
+    const refused = await issue(await declare());
+    expect(refused.status).toBe(503);
+    expect(vault.requests).toEqual([]);
   });
 });

@@ -45,6 +45,7 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
     });
     vault.addDatabaseRole('readonly', { defaultTtlSeconds: 3600 });
     vault.addDatabaseRole('short', { defaultTtlSeconds: 2 });
+    vault.addDatabaseRole('unlisted', { defaultTtlSeconds: 3600 });
     vault.putKv('static/api-key', { key: 'a-static-secret' });
     vault.addAppRole({
       roleId: 'tasklease',
@@ -67,6 +68,8 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
         'db-read': { ...grant, mode: 'dynamic', path: 'database/creds/readonly' },
         'db-short': { ...grant, mode: 'dynamic', path: 'database/creds/short' },
         'static-key': { ...grant, mode: 'dynamic', path: 'kv/static/api-key' },
+        // A path the broker's policy does not list: Vault answers 403 with the broker's token still valid.
+        'db-unlisted': { ...grant, mode: 'dynamic', path: 'database/creds/unlisted' },
       },
       vault: {
         address: vault.url,
@@ -104,6 +107,24 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
       const lease = (await leasesOf(taskId)).find((l) => l.leaseId === leaseId);
       return lease && ['revoked', 'expired'].includes(lease.state) ? lease : null;
     }, 15_000);
+  /** Every value under the broker's key prefix, whatever its type, as one string. */
+  const redisDump = async (target: TestBroker) => {
+    const redis = target.context.redis;
+    const keys = await redis.keys(`${target.prefix}*`);
+    const values = await Promise.all(
+      keys.map(async (key) => {
+        const type = await redis.type(key);
+        if (type === 'hash') return JSON.stringify(await redis.hgetall(key));
+        if (type === 'string') return (await redis.get(key)) ?? '';
+        if (type === 'stream') return JSON.stringify(await redis.xrange(key, '-', '+'));
+        if (type === 'zset') return JSON.stringify(await redis.zrange(key, 0, -1));
+        if (type === 'set') return JSON.stringify(await redis.smembers(key));
+        if (type === 'list') return JSON.stringify(await redis.lrange(key, 0, -1));
+        return '';
+      }),
+    );
+    return values.join('\n');
+  };
   const auditOf = async (leaseId: string) =>
     (await broker.call('GET', `/v1/audit?lease=${leaseId}`, await admin())).body.events as any[];
 
@@ -146,6 +167,8 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
       provider: 'vault',
       mode: 'token',
       accessor: credential.accessor,
+      // Revocation goes to the namespace recorded here ('' is the root), whatever the worker's default.
+      namespace: '',
     });
 
     expect((await complete(taskId)).status).toBe(200);
@@ -271,6 +294,37 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
     expect(logLines.join('')).toContain('child policies must be subset of parent');
   });
 
+  it('answers 502 for a path the broker’s policy lacks, without logging the broker in again', async () => {
+    const taskId = await declare();
+    const logins = () => vault.requests.filter((r) => r.path === 'auth/approle/login').length;
+    const before = logins();
+    for (let i = 0; i < 3; i++) {
+      const refused = await issue(taskId, 'db-unlisted');
+      expect(refused.status).toBe(502);
+      expect(refused.body.error).toBe('backend_refused');
+    }
+    // Each 403 was checked against the broker's own token (still valid): no new login, no churned token.
+    expect(logins()).toBe(before);
+    expect(vault.requests.filter((r) => r.path === 'auth/token/lookup-self').length).toBeGreaterThanOrEqual(
+      3,
+    );
+  });
+
+  it('retries a revocation the secrets engine failed (Vault answers 400), instead of giving up at once', async () => {
+    const taskId = await declare();
+    const issued = await issue(taskId, 'db-read');
+    vault.failNext('sys/leases/revoke', 400, [
+      '1 error occurred:\n\t* failed to revoke entry: resp: (*logical.Response)(nil) err: dial tcp 127.0.0.1:5432: connect: connection refused\n\n',
+    ]);
+    await complete(taskId);
+    const settled = await leaseSettled(taskId, issued.body.leaseId);
+    expect(settled).toMatchObject({ state: 'revoked', revocation: 'vault-revoked' });
+    const types = (await auditOf(issued.body.leaseId)).map((e) => e.type);
+    expect(types).toContain('lease.revoke_failed');
+    expect(types).not.toContain('lease.irrevocable');
+    expect(vault.liveLease(issued.body.credential.leaseId)).toBe(false);
+  });
+
   it('calls Vault only ever as the broker: every call but the login carries the broker’s own token', async () => {
     const taskId = await declare();
     vault.requests.length = 0;
@@ -293,7 +347,7 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
     expect(vault.token(brokerToken as string)?.policies).toContain('tasklease-broker');
   });
 
-  it('never writes a token, a password or the AppRole secret id to the log', async () => {
+  it('never writes a token, a password or the AppRole secret id to the log or to Redis', async () => {
     const taskId = await declare();
     const token = (await issue(taskId, 'deploy-token')).body.credential.token;
     const data = (await issue(taskId, 'db-read')).body.credential.data;
@@ -302,7 +356,12 @@ describe('vault: child tokens and dynamic secrets, revoked through Vault', () =>
     const brokerTokens = vault.requests.map((r) => r.token).filter((t): t is string => Boolean(t));
     const log = logLines.join('');
     expect(log).toContain('vault: broker logged in');
-    for (const secret of [token, data.password, secretId, ...new Set(brokerTokens)])
+    // Everything the broker keeps in Redis: leases, tasks, the audit stream, the queue's jobs.
+    const stored = await redisDump(broker);
+    expect(stored).toContain(taskId);
+    for (const secret of [token, data.password, secretId, ...new Set(brokerTokens)]) {
       expect(log).not.toContain(secret);
+      expect(stored).not.toContain(secret);
+    }
   });
 });

@@ -91,17 +91,17 @@ describe('resolveVaultSettings', () => {
 
   it.each([
     ['no address', undefined, { VAULT_TOKEN: 't' }, /set VAULT_ADDR or vault\.address/],
-    ['token auth without VAULT_TOKEN', undefined, { VAULT_ADDR: 'http://v:8200' }, /need VAULT_TOKEN/],
+    ['token auth without VAULT_TOKEN', undefined, { VAULT_ADDR: 'https://v:8200' }, /need VAULT_TOKEN/],
     [
       'a namespace that is not a path',
       undefined,
-      { VAULT_ADDR: 'http://v:8200', VAULT_TOKEN: 't', VAULT_NAMESPACE: 'a b' },
+      { VAULT_ADDR: 'https://v:8200', VAULT_TOKEN: 't', VAULT_NAMESPACE: 'a b' },
       /VAULT_NAMESPACE is not a namespace path/,
     ],
     [
       'a CA bundle that cannot be read',
       { caCertFile: '/nonexistent/ca.pem' },
-      { VAULT_ADDR: 'http://v:8200', VAULT_TOKEN: 't' },
+      { VAULT_ADDR: 'https://v:8200', VAULT_TOKEN: 't' },
       /cannot read the Vault CA bundle \/nonexistent\/ca\.pem/,
     ],
   ])('fails at start-up on %s', (_name, vault, env, expected) => {
@@ -113,11 +113,39 @@ describe('resolveVaultSettings', () => {
     const dir = tempDir('vault-settings');
     writeFileSync(path.join(dir, 'ca.pem'), 'not a certificate');
     expect(() =>
-      resolve({ caCertFile: path.join(dir, 'ca.pem') }, { VAULT_ADDR: 'http://v:8200', VAULT_TOKEN: 't' }),
+      resolve({ caCertFile: path.join(dir, 'ca.pem') }, { VAULT_ADDR: 'https://v:8200', VAULT_TOKEN: 't' }),
     ).toThrow(/holds no PEM certificate/);
   });
 
-  it('refuses a VAULT_CLIENT_TIMEOUT that is not seconds', () => {
-    expect(() => readEnv({ VAULT_CLIENT_TIMEOUT: '1m' })).toThrow(/VAULT_CLIENT_TIMEOUT: seconds/);
+  it.each([
+    ['0 (no timeout at all)', '0'],
+    ['a Go duration in minutes', '1m'],
+    ['more than 300 seconds', '301'],
+  ])('refuses a VAULT_CLIENT_TIMEOUT of %s', (_name, value) => {
+    expect(() =>
+      resolve(undefined, { VAULT_ADDR: 'https://v:8200', VAULT_TOKEN: 't', VAULT_CLIENT_TIMEOUT: value }),
+    ).toThrow(/VAULT_CLIENT_TIMEOUT must be 1-300 seconds/);
+  });
+
+  it('refuses plain http to anything but loopback: the token and login secrets would travel in clear', () => {
+    expect(() => resolve(undefined, { VAULT_ADDR: 'http://vault.internal:8200', VAULT_TOKEN: 't' })).toThrow(
+      /must be https:\/\/ \(http:\/\/ only on loopback\)/,
+    );
+    expect(resolve(undefined, { VAULT_ADDR: 'http://127.0.0.1:8200', VAULT_TOKEN: 't' })?.address).toBe(
+      'http://127.0.0.1:8200',
+    );
+  });
+
+  it('ignores malformed Vault variables when no grant uses Vault: they cannot stop the broker', () => {
+    const config = parseConfig(
+      {
+        issuers: [{ name: 'ci', kind: 'oidc', issuer: 'https://ci', jwksFile: 'k.json', audiences: ['tl'] }],
+        grants: { api: { provider: 'jwt', audience: 'a', maxTtlSeconds: 60 } },
+        policies: './policies',
+      },
+      '/etc',
+    );
+    const env = readEnv({ VAULT_ADDR: 'not a url', VAULT_CLIENT_TIMEOUT: '1m' });
+    expect(resolveVaultSettings(config, env)).toBeNull();
   });
 });

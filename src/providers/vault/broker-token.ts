@@ -5,10 +5,12 @@ import { VaultRequestError, type VaultAuthBlock, type VaultHttp, type VaultRespo
 
 /** Renew (or log in again) when this much of the token's TTL has passed. */
 const RENEW_AT_FRACTION = 2 / 3;
-/** A renewal that failed for want of Vault is tried again this soon (bounded by the time left). */
+/** Failed logins and renewals are retried after 1, 2, 4 ... s, at most this long apart. */
 const RETRY_MAX_MS = 30_000;
 /** A login token this close to its expiry (at most a third of its TTL) is not used: a fresh login comes first. */
 const EXPIRY_MARGIN_MS = 5_000;
+
+const backoffMs = (failures: number) => Math.min(RETRY_MAX_MS, 1000 * 2 ** Math.max(0, failures - 1));
 
 /**
  * The broker's own identity at Vault: VAULT_TOKEN, or a login by AppRole or JWT. The token is renewed at
@@ -20,8 +22,11 @@ export interface BrokerToken {
   /** The token to call Vault with, logging in first when there is none or it is about to expire. */
   current(): Promise<string>;
   /**
-   * Vault refused `rejected` (403). A login method logs in again and says true: the call is worth one more
-   * try. A static VAULT_TOKEN cannot be replaced: false.
+   * Vault answered `rejected` with 403. That is also its answer to a path the policy lacks, so the token is
+   * replaced only when Vault no longer knows it (its own lookup-self is refused too); then a login method
+   * logs in again and says true: the call is worth one more try. Otherwise, or with a static VAULT_TOKEN,
+   * false. Logging in on every 403 would let anyone asking for a misconfigured grant churn the broker's
+   * token, and with it every credential created under the old one.
    */
   replace(rejected: string): Promise<boolean>;
   /** Starts renewal in the background (a login, or a lookup of VAULT_TOKEN); failures are only logged. */
@@ -33,6 +38,8 @@ export function createBrokerToken(deps: {
   settings: Pick<VaultSettings, 'auth' | 'namespace'>;
   http: VaultHttp;
   logger: Logger;
+  /** The longest `maxTtlSeconds` of the vault grants: a broker token much shorter-lived is warned about. */
+  longestGrantSeconds: number;
   readFile?: (file: string) => string;
   nowMs?: () => number;
 }): BrokerToken {
@@ -47,6 +54,9 @@ export function createBrokerToken(deps: {
   let marginMs = EXPIRY_MARGIN_MS;
   let timer: NodeJS.Timeout | undefined;
   let loggingIn: Promise<string> | null = null;
+  /** Consecutive failures, for the backoff; a failed login also holds further logins off until retryAtMs. */
+  let failures = 0;
+  let loginError: { error: unknown; retryAtMs: number } | null = null;
   let closed = false;
 
   const later = (ms: number, action: () => Promise<unknown>) => {
@@ -58,6 +68,7 @@ export function createBrokerToken(deps: {
 
   /** What to do next with a token that has `ttlSeconds` left: renew it, replace it, or nothing. */
   function plan(ttlSeconds: number, renewable: boolean) {
+    failures = 0;
     expiresAtMs = ttlSeconds > 0 ? nowMs() + ttlSeconds * 1000 : Infinity;
     marginMs = Math.min(EXPIRY_MARGIN_MS, (ttlSeconds * 1000) / 3);
     if (ttlSeconds <= 0) return;
@@ -68,9 +79,19 @@ export function createBrokerToken(deps: {
       logger.warn({ expiresAt: new Date(expiresAtMs).toISOString() }, 'vault: VAULT_TOKEN is not renewable');
   }
 
-  function retrySoon(action: () => Promise<unknown>) {
-    const leftMs = expiresAtMs - nowMs();
-    later(Math.min(RETRY_MAX_MS, Number.isFinite(leftMs) ? leftMs / 4 : RETRY_MAX_MS), action);
+  /** Credentials created under the broker's token die with it: say so when it could die before them. */
+  function checkLifetime(ttlSeconds: number) {
+    if (ttlSeconds > 0 && ttlSeconds * (1 - RENEW_AT_FRACTION) < deps.longestGrantSeconds)
+      logger.warn(
+        { ttlSeconds, longestGrantSeconds: deps.longestGrantSeconds },
+        'vault: the broker token TTL is short for the vault grants: credentials created under it die with it ' +
+          'if this process stops renewing it (use a periodic token or a token role with orphan=true; docs/vault.md)',
+      );
+  }
+
+  function retry(action: () => Promise<unknown>) {
+    failures += 1;
+    later(backoffMs(failures), action);
   }
 
   function loginBody(): Record<string, unknown> {
@@ -84,20 +105,26 @@ export function createBrokerToken(deps: {
     let answer: VaultResponse | undefined;
     try {
       answer = await http('POST', loginPath, { namespace, body: loginBody() });
+      if (!answer?.auth?.client_token) throw new Error(`Vault ${loginPath} answered without a token`);
     } catch (error) {
       logger.error({ err: (error as Error).message, method: auth.method }, 'vault: broker login failed');
-      if (!(error instanceof VaultRequestError) || error.retryable) retrySoon(login);
+      failures += 1;
+      loginError = { error, retryAtMs: nowMs() + backoffMs(failures) };
+      if (!(error instanceof VaultRequestError) || error.retryable) later(backoffMs(failures), login);
       throw error;
     }
-    const block = answer?.auth;
-    if (!block?.client_token) throw new Error(`Vault ${loginPath} answered without a token`);
-    token = block.client_token;
+    const block = answer.auth;
+    loginError = null;
+    token = block.client_token as string;
     plan(block.lease_duration ?? 0, block.renewable === true);
+    checkLifetime(block.lease_duration ?? 0);
     logger.info({ method: auth.method, ttlSeconds: block.lease_duration }, 'vault: broker logged in');
-    return block.client_token;
+    return token;
   }
 
   function login(): Promise<string> {
+    // After a failed login the next waits its turn: every request must not become a login attempt.
+    if (!loggingIn && loginError && nowMs() < loginError.retryAtMs) return Promise.reject(loginError.error);
     loggingIn ??= doLogin().finally(() => {
       loggingIn = null;
     });
@@ -116,7 +143,7 @@ export function createBrokerToken(deps: {
       logger.warn({ err: message }, 'vault: renewing the broker token failed');
       const final = error instanceof VaultRequestError && !error.retryable;
       // A token Vault refuses to renew is gone or at its end: a login method starts afresh; VAULT_TOKEN cannot.
-      if (!final) retrySoon(renew);
+      if (!final) retry(renew);
       else if (loginPath) await login();
       else logger.error({ err: message }, 'vault: VAULT_TOKEN can no longer be renewed; replace it');
       return;
@@ -143,9 +170,20 @@ export function createBrokerToken(deps: {
       const answer = await http('GET', 'auth/token/lookup-self', { token: token ?? '', namespace });
       const data = answer?.data as { ttl?: number; renewable?: boolean } | undefined;
       plan(data?.ttl ?? 0, data?.renewable === true);
+      checkLifetime(data?.ttl ?? 0);
     } catch (error) {
       logger.warn({ err: (error as Error).message }, 'vault: looking up VAULT_TOKEN failed');
-      if (error instanceof VaultRequestError && error.retryable) retrySoon(lookupStatic);
+      if (error instanceof VaultRequestError && error.retryable) retry(lookupStatic);
+    }
+  }
+
+  /** True when Vault refuses the token's own lookup too: the token is gone, not merely short of a policy. */
+  async function isDead(candidate: string): Promise<boolean> {
+    try {
+      await http('GET', 'auth/token/lookup-self', { token: candidate, namespace });
+      return false;
+    } catch (error) {
+      return error instanceof VaultRequestError && error.failure === 'denied';
     }
   }
 
@@ -157,6 +195,8 @@ export function createBrokerToken(deps: {
     },
     async replace(rejected) {
       if (!loginPath) return false;
+      if (token !== rejected) return true;
+      if (!(await isDead(rejected))) return false;
       if (token === rejected) {
         token = null;
         await login();

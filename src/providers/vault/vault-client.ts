@@ -4,10 +4,12 @@ import { createBrokerToken } from './broker-token';
 import { createVaultHttp, VaultRequestError, type VaultMethod, type VaultResponse } from './vault-http';
 
 export interface VaultClient {
+  /** The namespace calls go to when a grant names none; '' is the root namespace. */
+  readonly defaultNamespace: string;
   /**
-   * One call as the broker, always with the broker's own token and the given namespace (else the broker's).
-   * A login token Vault refuses (expired, revoked) is replaced by a fresh login and the call tried once more:
-   * a 403 means Vault did nothing, so the retry cannot do anything twice.
+   * One call as the broker, always with the broker's own token, in `namespace` ('' = root; omitted = the
+   * default). A login token Vault no longer knows is replaced by a fresh login and the call tried once
+   * more: a 403 means Vault did nothing, so the retry cannot do anything twice.
    */
   call(
     method: VaultMethod,
@@ -19,12 +21,18 @@ export interface VaultClient {
   close(): void;
 }
 
-export function createVaultClient(settings: VaultSettings, logger: Logger): VaultClient {
+export function createVaultClient(
+  settings: VaultSettings,
+  logger: Logger,
+  options: { longestGrantSeconds: number },
+): VaultClient {
   const http = createVaultHttp(settings);
-  const brokerToken = createBrokerToken({ settings, http, logger });
+  const brokerToken = createBrokerToken({ settings, http, logger, ...options });
+  const defaultNamespace = settings.namespace ?? '';
   return {
+    defaultNamespace,
     async call(method, path, options = {}) {
-      const call = { namespace: options.namespace ?? settings.namespace, body: options.body };
+      const call = { namespace: options.namespace ?? defaultNamespace, body: options.body };
       const token = await brokerToken.current();
       try {
         return await http(method, path, { ...call, token });

@@ -1,3 +1,5 @@
+import axios from 'axios';
+import https from 'node:https';
 import createNodeVault from 'node-vault';
 import type { VaultSettings } from '../../config/vault-settings';
 
@@ -79,6 +81,8 @@ const oneLine = (text: string) =>
     .trim();
 
 function failureOf(status: number, errors: readonly string[]): VaultFailure {
+  // A redirect (a standby without request forwarding) is not followed: point VAULT_ADDR at the active node.
+  if (status >= 300 && status < 400) return 'unavailable';
   if (status === 503 && errors.some((error) => /sealed/i.test(error))) return 'sealed';
   if (status >= 500 || status === 429 || status === 412) return 'unavailable';
   if (status === 403) return 'denied';
@@ -106,22 +110,58 @@ function toRequestError(error: unknown, method: VaultMethod, path: string): Vaul
 }
 
 /**
+ * The one HTTP transport node-vault gets (its `request-promise` hook), so nothing is left to its defaults:
+ * redirects are never followed (axios would carry X-Vault-Token and a login body to any Location, another
+ * host or plain http included), proxy variables are ignored, TLS is always verified (VAULT_SKIP_VERIFY is
+ * not honoured) against the system CAs or the bundle given, and every call has the timeout.
+ */
+function transport(settings: Pick<VaultSettings, 'caCertPem' | 'timeoutMs'>) {
+  const client = axios.create({
+    maxRedirects: 0,
+    proxy: false,
+    timeout: settings.timeoutMs,
+    validateStatus: () => true,
+    httpsAgent: new https.Agent({
+      rejectUnauthorized: true,
+      ...(settings.caCertPem ? { ca: settings.caCertPem } : {}),
+    }),
+  });
+  const send = async (options: {
+    method: string;
+    uri: string;
+    headers?: Record<string, string>;
+    json?: unknown;
+  }) => {
+    const response = await client.request({
+      method: options.method,
+      url: options.uri,
+      headers: options.headers,
+      data: typeof options.json === 'object' ? options.json : undefined,
+    });
+    return {
+      statusCode: response.status,
+      body: response.data,
+      request: { path: new URL(options.uri).pathname },
+    };
+  };
+  return { defaults: () => send };
+}
+
+/**
  * The real node-vault client, held so that it never acts on its own: its token, namespace and path prefix
  * are cleared (node-vault would otherwise take VAULT_TOKEN, VAULT_NAMESPACE and VAULT_PREFIX from the
- * environment), each call passes its token and namespace explicitly, and its debug output (which prints
- * request bodies, login secrets included) goes nowhere. Only the generic `read` and `write` are used: the
- * token helpers such as `tokenCreate()` would replace the client's token with the child token they create.
- * TLS is always verified (VAULT_SKIP_VERIFY is not honoured); a CA bundle may be given.
+ * environment), each call passes its token and namespace explicitly, its transport is ours (above), and its
+ * debug output (which prints request bodies, login secrets included) goes nowhere. Only the generic `read`
+ * and `write` are used: the token helpers such as `tokenCreate()` would replace the client's token with
+ * the child token they create.
  */
 export function createVaultHttp(
   settings: Pick<VaultSettings, 'address' | 'caCertPem' | 'timeoutMs'>,
 ): VaultHttp {
-  // `rpDefaults` is read by node-vault but missing from its type definitions.
-  const options: createNodeVault.VaultOptions & { rpDefaults: object } = {
+  const options: createNodeVault.VaultOptions = {
     apiVersion: 'v1',
     endpoint: settings.address,
-    requestOptions: settings.caCertPem ? { ca: settings.caCertPem } : {},
-    rpDefaults: { strictSSL: true, timeout: settings.timeoutMs },
+    'request-promise': transport(settings),
     debug: () => undefined,
   };
   const client = createNodeVault(options) as Omit<createNodeVault.client, 'token'> & {
@@ -137,13 +177,23 @@ export function createVaultHttp(
     const headers: Record<string, string> = {};
     if (call.token) headers['X-Vault-Token'] = call.token;
     if (call.namespace) headers['X-Vault-Namespace'] = call.namespace;
-    const requestOptions = { headers, timeout: settings.timeoutMs };
+    let answer: unknown;
     try {
-      return method === 'GET'
-        ? await client.read(path, requestOptions)
-        : await client.write(path, call.body ?? {}, requestOptions);
+      answer =
+        method === 'GET'
+          ? await client.read(path, { headers })
+          : await client.write(path, call.body ?? {}, { headers });
     } catch (error) {
       throw toRequestError(error, method, path);
     }
+    // A 200 that is not Vault's JSON (a proxy's page, a wrong address) proves nothing was done.
+    if (answer !== undefined && answer !== '' && (typeof answer !== 'object' || answer === null))
+      throw new VaultRequestError(
+        'unavailable',
+        200,
+        [],
+        `Vault ${method} ${path} answered something that is not Vault's JSON`,
+      );
+    return (answer || undefined) as VaultResponse | undefined;
   };
 }

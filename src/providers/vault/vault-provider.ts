@@ -75,22 +75,20 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
       type: 'service',
     };
     const path = grant.role ? `auth/token/create/${grant.role}` : 'auth/token/create';
+    const namespace = grant.namespace ?? vault.defaultNamespace;
     let auth: VaultAuthBlock | null | undefined;
     try {
-      auth = (await vault.call('POST', path, { namespace: grant.namespace, body }))?.auth;
+      auth = (await vault.call('POST', path, { namespace, body }))?.auth;
     } catch (error) {
       throw mintError(error);
     }
     if (!auth?.client_token) throw refused(`Vault ${path} answered without a token`);
-    if (!auth.accessor) {
-      // A batch token (the role's token_type) has no accessor and cannot be revoked: never hand it out.
-      await vault
-        .call('POST', 'auth/token/revoke', { namespace: grant.namespace, body: { token: auth.client_token } })
-        .catch(() => undefined);
+    // A token without an accessor (a batch token) cannot be revoked at all: never handed out. Vault refuses
+    // batch tokens with explicit_max_ttl anyway; such a token would die at its TTL, the lease's.
+    if (!auth.accessor)
       throw refused(
         `Vault ${path} issued a token without an accessor (a batch token?): it could not be revoked`,
       );
-    }
     const ends = notAfter(issuedAtMs, expiresAtMs, auth.lease_duration);
     return {
       credential: { token: auth.client_token, accessor: auth.accessor },
@@ -99,7 +97,7 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
         mode: 'token',
         accessor: auth.accessor,
         notAfterMs: String(ends ?? expiresAtMs),
-        ...(grant.namespace ? { namespace: grant.namespace } : {}),
+        namespace,
       },
       notAfterMs: ends,
     };
@@ -107,17 +105,23 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
 
   async function mintDynamic(request: MintRequest, grant: DynamicGrant): Promise<MintedCredential> {
     const { issuedAtMs, expiresAtMs } = request;
+    const namespace = grant.namespace ?? vault.defaultNamespace;
     let answer: VaultResponse | undefined;
     try {
-      answer = await vault.call('GET', grant.path, { namespace: grant.namespace });
+      answer = await vault.call('GET', grant.path, { namespace });
     } catch (error) {
       throw mintError(error);
     }
-    const data = answer?.data;
-    if (!data || typeof data !== 'object') throw refused(`Vault ${grant.path} answered without data`);
     // A static secret (kv) has no lease: nothing could revoke it, so it is never handed out as a lease.
     if (!answer?.lease_id)
       throw refused(`Vault ${grant.path} returned a secret without a lease: it could not be revoked`);
+    const data = answer.data;
+    if (!data || typeof data !== 'object') {
+      await vault
+        .call('POST', 'sys/leases/revoke', { namespace, body: { lease_id: answer.lease_id, sync: true } })
+        .catch(() => undefined);
+      throw refused(`Vault ${grant.path} answered a lease without data`);
+    }
     const ends = notAfter(issuedAtMs, expiresAtMs, answer.lease_duration);
     return {
       credential: { leaseId: answer.lease_id, data },
@@ -126,7 +130,8 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
         mode: 'dynamic',
         vaultLeaseId: answer.lease_id,
         notAfterMs: String(ends ?? expiresAtMs),
-        ...(grant.namespace ? { namespace: grant.namespace } : {}),
+        // Revocation goes to exactly this namespace, whatever the worker's own default ('' is the root).
+        namespace,
       },
       notAfterMs: ends,
     };
@@ -148,9 +153,13 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
     };
   }
 
-  /** Permission denied and malformed requests do not heal by retrying: irrevocable at once, with the reason. */
+  /**
+   * Permission denied does not heal by retrying: irrevocable at once, with the reason. Anything else runs
+   * the retry ladder, 400s included: Vault answers 400 when a secrets engine fails to revoke (a database
+   * briefly down), which a later attempt may well get through.
+   */
   function revokeError(error: unknown): Error {
-    if (error instanceof VaultRequestError && !error.retryable)
+    if (error instanceof VaultRequestError && error.failure === 'denied')
       return new RevocationRefusedError(
         `${error.message} — the broker's Vault token cannot revoke this; see docs/vault.md for the policy it needs`,
       );
@@ -167,11 +176,21 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
       body: Record<string, unknown>;
       revokeBody?: Record<string, unknown>;
       unknown: string;
+      /** The lookup answer is about the same accessor or lease: a 200 from anything else proves nothing. */
+      matches: (data: Record<string, unknown>) => boolean;
     },
   ): Promise<RevocationResult | null> {
-    const namespace = lease.handle.namespace || undefined;
+    // Exactly the namespace recorded at mint ('' is the root); leases without one use the default.
+    const namespace = lease.handle.namespace;
     try {
-      await vault.call('POST', steps.lookup, { namespace, body: steps.body });
+      const data = (await vault.call('POST', steps.lookup, { namespace, body: steps.body }))?.data;
+      if (!data || typeof data !== 'object' || !steps.matches(data as Record<string, unknown>))
+        throw new VaultRequestError(
+          'unavailable',
+          200,
+          [],
+          `Vault ${steps.lookup} answered about something else`,
+        );
     } catch (error) {
       if (error instanceof VaultRequestError && error.failure === 'invalid' && error.says(steps.unknown))
         return gone(steps.what, lease, nowMs);
@@ -195,6 +214,7 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
         what: `token accessor ${accessor}`,
         body: { accessor },
         unknown: 'invalid accessor',
+        matches: (data) => data.accessor === accessor,
         lookup: 'auth/token/lookup-accessor',
         revoke: 'auth/token/revoke-accessor',
       });
@@ -209,6 +229,7 @@ export function createVaultProvider(vault: VaultClient): CredentialProvider {
       const result = await lookupThenRevoke(lease, nowMs, {
         what: `lease ${vaultLeaseId}`,
         body: { lease_id: vaultLeaseId },
+        matches: (data) => data.id === vaultLeaseId,
         // sync: Vault answers once the secrets engine has revoked the credential, not before.
         revokeBody: { lease_id: vaultLeaseId, sync: true },
         unknown: 'invalid lease',
