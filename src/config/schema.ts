@@ -37,6 +37,11 @@ const issuerSchema = z
       .default([...ASYMMETRIC_ALGORITHMS]),
     /** How often a remote JWKS is refreshed in the background. */
     jwksRefreshSeconds: seconds(86400).default(300),
+    /**
+     * Token exchange: the claims that name one job, so its exchanges meet in one task. Omitted, the kind's
+     * preset (docs/token-exchange.md); [] makes each token its own job.
+     */
+    jobClaims: z.array(z.string().min(1)).max(10).optional(),
   })
   .refine((i) => Boolean(i.jwksUri) !== Boolean(i.jwksFile), {
     message: 'give exactly one of jwksUri or jwksFile',
@@ -249,6 +254,15 @@ export const configSchema = z
         maxActiveLeases: z.number().int().positive().default(1_000_000),
         /** How long a settled lease and a finished task stay readable. */
         retentionSeconds: seconds(90 * 86400).default(7 * 86400),
+      })
+      .prefault({}),
+    /** RFC 8693 token exchange at POST /v1/token. */
+    tokenExchange: z
+      .strictObject({
+        /** once-per-grant: a subject token is exchanged at most once for each grant (replay refused). */
+        replay: z.enum(['once-per-grant', 'allow']).default('once-per-grant'),
+        /** How long a job's task stays open (capped by broker.maxTaskTtlSeconds); GitHub jobs run up to 6 h. */
+        taskTtlSeconds: seconds(7 * 86400).default(6 * 3600),
       })
       .prefault({}),
     revocation: z

@@ -37,6 +37,21 @@ export const ERROR_CATALOGUE = {
     status: 409,
     summary: 'The lease is already revoked or expired (one being revoked answers 202 again).',
   },
+  invalid_grant: {
+    status: 400,
+    summary:
+      'Token exchange (RFC 8693): the subject token failed verification, was already exchanged for this grant, or names no job.',
+  },
+  invalid_scope: {
+    status: 400,
+    summary:
+      'Token exchange: the requested scope is not within the grant’s scopes (it may only narrow them).',
+  },
+  invalid_target: { status: 400, summary: 'Token exchange: the audience names no configured grant.' },
+  unsupported_grant_type: {
+    status: 400,
+    summary: 'Token exchange: grant_type is not urn:ietf:params:oauth:grant-type:token-exchange.',
+  },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
   placeholder_rejected: {
     status: 400,

@@ -35,6 +35,13 @@ export interface Task {
   outcome?: TaskOutcome;
   summary?: string;
   completedAtMs?: number;
+  /**
+   * Set on a task a CI job's token exchange created: the SHA-256 of the issuer and the job's signed claims.
+   * Only a token of the same job (same key) may see or touch the task, whatever its subject.
+   */
+  jobKey?: string;
+  /** The job's claims as the platform signed them (repository, run, attempt...), for the task record. */
+  job?: Record<string, string>;
 }
 
 export const LEASE_STATES = ['active', 'revoking', 'revoked', 'expired', 'irrevocable'] as const;

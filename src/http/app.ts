@@ -12,6 +12,7 @@ import { adminRoutes } from './routes/admin';
 import { oauthRoutes } from './routes/oauth';
 import { systemRoutes } from './routes/system';
 import { taskRoutes } from './routes/tasks';
+import { tokenExchangeErrors, tokenExchangeRoutes } from './routes/token-exchange';
 
 export interface AppDeps {
   broker: BrokerDeps;
@@ -57,8 +58,10 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(systemRoutes({ redis: deps.redis, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }));
   app.use(oauthRoutes(deps.broker, deps.inspectToken, auth));
+  app.use(tokenExchangeRoutes(deps.broker, deps.verify, deps.logger));
   app.use(taskRoutes(deps.broker));
   app.use(adminRoutes(deps.broker));
+  app.use('/v1/token', tokenExchangeErrors(deps.logger));
   app.use(notFound);
   app.use(errorHandler(deps.logger));
   return app;

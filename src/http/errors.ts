@@ -8,7 +8,7 @@ export const notFound: RequestHandler = () => {
 };
 
 /** Body-parser's own failures, mapped to our stable codes. */
-const fromBodyParser = (error: { type?: string; status?: number }): BrokerError | null => {
+export const fromBodyParser = (error: { type?: string; status?: number }): BrokerError | null => {
   switch (error.type) {
     case 'entity.parse.failed':
       return new BrokerError('invalid_json', 'the body is not valid JSON');

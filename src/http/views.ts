@@ -29,6 +29,8 @@ export const taskView = (task: StoredTask, leases: readonly Lease[]) => ({
   ticket: task.ticket || undefined,
   ref: task.ref || undefined,
   grants: task.grants,
+  // A CI job's task: the job's signed claims (repository, run, attempt...).
+  job: task.job,
   state: task.state,
   outcome: task.outcome,
   summary: task.summary,

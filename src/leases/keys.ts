@@ -23,6 +23,8 @@ export class RedisKeys {
   /** Held by the one writer of a role's deny policy, across every worker replica. */
   awsDenyLock = (policyName: string, roleArn: string) =>
     `${this.prefix}aws-deny-lock:${policyName}:${roleArn}`;
+  /** A subject token already exchanged for a grant (RFC 8693 replay); expires with the token. */
+  exchanged = (tokenSha256: string, grant: string) => `${this.prefix}exchanged:${tokenSha256}:${grant}`;
   audit = () => `${this.prefix}audit`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;

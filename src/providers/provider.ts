@@ -9,6 +9,8 @@ export interface MintRequest {
   task: Task;
   issuedAtMs: number;
   expiresAtMs: number;
+  /** A subset of the grant's scopes the caller narrowed to (token exchange); omitted, all of them. */
+  scopes?: readonly string[];
 }
 
 export interface MintedCredential {

@@ -32,6 +32,7 @@ export async function signTaskRecord(
       outcome: task.outcome ?? null,
       summary: task.summary ?? null,
       completedAt: task.completedAtMs ? new Date(task.completedAtMs).toISOString() : null,
+      ...(task.job ? { job: task.job } : {}),
     },
     grantsIssued: [...new Set(leases.map((lease) => lease.grant))].sort(),
     leases: [...leases]

@@ -3,6 +3,13 @@ import type { Task, TaskOutcome } from '../domain/types';
 import type { RedisKeys } from '../leases/keys';
 import { luaScript } from '../leases/lua-script';
 
+/** Creates a task unless it exists. KEYS: task   ARGV: expireAtSeconds, field, value, ... */
+const CREATE_TASK_IF_ABSENT = luaScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+return 'created'`);
+
 /** Closes an open task once. KEYS: task   ARGV: outcome, summary, nowMs */
 const COMPLETE_TASK = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -36,34 +43,42 @@ const parse = (hash: Record<string, string>, nowMs: number): StoredTask | null =
     summary: hash.summary || undefined,
     completedAtMs: hash.completedAtMs ? Number(hash.completedAtMs) : undefined,
     activeLeases: Number(hash.activeLeases ?? 0),
+    ...(hash.jobKey
+      ? { jobKey: hash.jobKey, job: JSON.parse(hash.job ?? '{}') as Record<string, string> }
+      : {}),
   };
 };
+
+const fields = (task: Task): Record<string, string | number> => ({
+  id: task.id,
+  issuer: task.issuer,
+  subject: task.subject,
+  kind: task.kind,
+  purpose: task.purpose,
+  ticket: task.ticket,
+  ref: task.ref,
+  grants: JSON.stringify(task.grants),
+  createdAtMs: task.createdAtMs,
+  expiresAtMs: task.expiresAtMs,
+  state: 'open',
+  activeLeases: 0,
+  ...(task.jobKey ? { jobKey: task.jobKey, job: JSON.stringify(task.job ?? {}) } : {}),
+});
 
 export type TaskStore = ReturnType<typeof createTaskStore>;
 
 export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retentionSeconds: number }) {
+  const expireAtSeconds = (task: Task) => Math.ceil(task.expiresAtMs / 1000) + options.retentionSeconds;
   return {
     async create(task: Task): Promise<void> {
       const key = keys.task(task.id);
-      const expireAtSeconds = Math.ceil(task.expiresAtMs / 1000) + options.retentionSeconds;
-      await redis
-        .multi()
-        .hset(key, {
-          id: task.id,
-          issuer: task.issuer,
-          subject: task.subject,
-          kind: task.kind,
-          purpose: task.purpose,
-          ticket: task.ticket,
-          ref: task.ref,
-          grants: JSON.stringify(task.grants),
-          createdAtMs: task.createdAtMs,
-          expiresAtMs: task.expiresAtMs,
-          state: 'open',
-          activeLeases: 0,
-        })
-        .expireat(key, expireAtSeconds)
-        .exec();
+      await redis.multi().hset(key, fields(task)).expireat(key, expireAtSeconds(task)).exec();
+    },
+
+    /** For tasks with a deterministic id (a CI job's): the first of concurrent creators wins. */
+    async createIfAbsent(task: Task): Promise<'created' | 'exists'> {
+      const args = [expireAtSeconds(task), ...Object.entries(fields(task)).flat()];
+      return (await CREATE_TASK_IF_ABSENT(redis, [keys.task(task.id)], args)) as 'created' | 'exists';
     },
 
     async get(taskId: string, nowMs: number): Promise<StoredTask | null> {

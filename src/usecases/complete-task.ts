@@ -13,7 +13,7 @@ export async function completeTask(
   input: { outcome: TaskOutcome; summary?: string },
 ) {
   const nowMs = deps.nowMs();
-  await loadOwnTask(deps.tasks, identity, taskId, nowMs);
+  await loadOwnTask(deps, identity, taskId, nowMs);
   const result = await deps.tasks.complete(taskId, input.outcome, input.summary ?? '', nowMs);
   if (result === 'missing') throw new BrokerError('not_found', 'no such task');
   const leases = await deps.leases.getMany(await deps.tasks.leaseIds(taskId));

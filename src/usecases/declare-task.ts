@@ -12,14 +12,12 @@ export interface DeclareTaskInput {
   ttlSeconds?: number;
 }
 
-export async function declareTask(
-  deps: Pick<
-    BrokerDeps,
-    'config' | 'tasks' | 'policy' | 'audit' | 'signingKeys' | 'events' | 'nowMs' | 'newId'
-  >,
-  identity: Identity,
-  input: DeclareTaskInput,
-) {
+type Deps = Pick<
+  BrokerDeps,
+  'config' | 'tasks' | 'policy' | 'audit' | 'signingKeys' | 'events' | 'nowMs' | 'newId'
+>;
+
+export async function declareTask(deps: Deps, identity: Identity, input: DeclareTaskInput) {
   const { config } = deps;
   const unknown = (input.grants ?? []).filter((grant) => !config.grants[grant]);
   if (unknown.length > 0) throw new BrokerError('unknown_grant', `unknown grant(s): ${unknown.join(', ')}`);
@@ -42,36 +40,9 @@ export async function declareTask(
     expiresAtMs: nowMs + ttlSeconds * 1000,
     state: 'open',
   };
-
-  const decision = deps.policy.evaluate(declareTaskRequest(identity, task, ttlSeconds, nowMs));
-  const who = { issuer: identity.issuer, subject: identity.subject, tokenSha256: identity.tokenSha256 };
-  if (!decision.allowed) {
-    deps.events.denied('declareTask', decision.reason, {
-      issuer: identity.issuer,
-      subject: identity.subject,
-    });
-    await deps.audit.append({
-      type: 'task.denied',
-      atMs: nowMs,
-      ...who,
-      ticket: task.ticket,
-      ref: task.ref,
-      reason: decision.reason,
-    });
-    throw new BrokerError('policy_denied', 'the policy does not permit declaring this task');
-  }
-
+  const reason = await authorizeDeclaration(deps, identity, task, ttlSeconds, nowMs);
   await deps.tasks.create(task);
-  await deps.audit.append({
-    type: 'task.declared',
-    atMs: nowMs,
-    ...who,
-    task: task.id,
-    ticket: task.ticket,
-    ref: task.ref,
-    reason: decision.reason,
-    detail: { purpose: task.purpose, ttlSeconds },
-  });
+  await auditDeclared(deps, identity, task, { reason, ttlSeconds, nowMs });
   const record = await signTaskRecord(deps.signingKeys, config.broker.issuer, task, [], nowMs);
   return {
     taskId: task.id,
@@ -79,4 +50,53 @@ export async function declareTask(
     identity: { issuer: identity.issuer, subject: identity.subject, kind: identity.kind },
     record,
   };
+}
+
+/** The policy's `declareTask` decision for `task`; a denial is counted, audited and thrown. */
+export async function authorizeDeclaration(
+  deps: Pick<Deps, 'policy' | 'audit' | 'events'>,
+  identity: Identity,
+  task: Task,
+  ttlSeconds: number,
+  nowMs: number,
+): Promise<string> {
+  const decision = deps.policy.evaluate(declareTaskRequest(identity, task, ttlSeconds, nowMs));
+  if (decision.allowed) return decision.reason;
+  deps.events.denied('declareTask', decision.reason, { issuer: identity.issuer, subject: identity.subject });
+  await deps.audit.append({
+    type: 'task.denied',
+    atMs: nowMs,
+    issuer: identity.issuer,
+    subject: identity.subject,
+    tokenSha256: identity.tokenSha256,
+    ticket: task.ticket,
+    ref: task.ref,
+    reason: decision.reason,
+  });
+  throw new BrokerError('policy_denied', 'the policy does not permit declaring this task');
+}
+
+export async function auditDeclared(
+  deps: Pick<Deps, 'audit'>,
+  identity: Identity,
+  task: Task,
+  facts: { reason: string; ttlSeconds: number; nowMs: number },
+): Promise<void> {
+  await deps.audit.append({
+    type: 'task.declared',
+    atMs: facts.nowMs,
+    issuer: identity.issuer,
+    subject: identity.subject,
+    tokenSha256: identity.tokenSha256,
+    task: task.id,
+    ticket: task.ticket,
+    ref: task.ref,
+    reason: facts.reason,
+    detail: {
+      purpose: task.purpose,
+      ttlSeconds: facts.ttlSeconds,
+      // The job's signed claims (repository, run, attempt...) say which run the task was.
+      ...Object.fromEntries(Object.entries(task.job ?? {}).map(([claim, value]) => [`job.${claim}`, value])),
+    },
+  });
 }

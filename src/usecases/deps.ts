@@ -1,3 +1,4 @@
+import type { ExchangeReplay } from '../identity/exchange-replay';
 import type { AuditLog } from '../audit/audit-log';
 import type { Config } from '../config/schema';
 import type { LeaseStore } from '../leases/lease-store';
@@ -26,6 +27,7 @@ export interface BrokerDeps {
   policy: PolicyEngine;
   providers: ProviderRegistry;
   audit: AuditLog;
+  exchangeReplay: ExchangeReplay;
   signingKeys: SigningKeyRing;
   events: UseCaseEvents;
   nowMs: () => number;

@@ -13,6 +13,8 @@ export interface IssueCredentialInput {
   grant: string;
   ttlSeconds?: number;
   reason?: string;
+  /** Narrows a jwt grant's scopes (token exchange's `scope`); never widens them. */
+  scopes?: readonly string[];
 }
 
 type Deps = Pick<
@@ -34,8 +36,9 @@ export async function issueCredential(
 ) {
   const startedMs = performance.now();
   const nowMs = deps.nowMs();
-  const task = await loadOwnTask(deps.tasks, identity, taskId, nowMs);
+  const task = await loadOwnTask(deps, identity, taskId, nowMs);
   const grant = checkGrant(deps, task, input.grant);
+  const scopes = narrowScopes(grant, input.scopes);
   // Clamped, never refused: the grant's maximum and the task's remaining time bound every lease.
   const taskRemainingSeconds = Math.floor((task.expiresAtMs - nowMs) / 1000);
   const ttlSeconds = Math.min(
@@ -85,6 +88,7 @@ export async function issueCredential(
     task,
     issuedAtMs: nowMs,
     expiresAtMs,
+    scopes,
   });
   const lease: Lease = {
     id: leaseId,
@@ -115,6 +119,7 @@ export async function issueCredential(
       // Backend identifiers (an STS session id and access key id) tie the backend's own logs to this lease.
       ...(grant.provider === 'jwt' ? {} : minted.handle),
       ...(input.reason ? { requestReason: input.reason } : {}),
+      ...(scopes ? { scopes: scopes.join(' ') } : {}),
     },
   };
   // The expiry job goes out with the lease write (one round trip). A job whose lease was never written is
@@ -155,6 +160,22 @@ function checkGrant(deps: Pick<Deps, 'config'>, task: StoredTask, grantName: str
     throw new BrokerError('grant_not_declared', `the task did not declare grant ${grantName}`);
   }
   return grant;
+}
+
+/** The scopes asked for, when they narrow the grant's; refused when they would widen them. */
+function narrowScopes(
+  grant: GrantConfig,
+  asked: readonly string[] | undefined,
+): readonly string[] | undefined {
+  if (!asked) return undefined;
+  const allowed: readonly string[] = grant.provider === 'jwt' ? grant.scopes : [];
+  const extra = asked.filter((scope) => !allowed.includes(scope));
+  if (extra.length > 0)
+    throw new BrokerError(
+      'invalid_scope',
+      `scope may only narrow the grant's scopes; not allowed: ${extra.join(' ')}`,
+    );
+  return [...new Set(asked)];
 }
 
 /** Writes the lease and its audit entry; if that fails, the credential is revoked at once and never returned. */

@@ -4,6 +4,7 @@ import { createAuditLog } from '../audit/audit-log';
 import { ConfigError } from '../config/load-config';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
+import { createExchangeReplay } from '../identity/exchange-replay';
 import { createAttestationVerifier, type AttestationVerifier } from '../identity/verify-attestation';
 import { RedisKeys } from '../leases/keys';
 import { createLeaseStore } from '../leases/lease-store';
@@ -157,6 +158,7 @@ export async function createBrokerContext(options: {
     policy: servesApi ? createPolicyEngine(config.policies) : NO_POLICIES,
     providers: providers as ProviderRegistry,
     audit: createAuditLog(redis, keys),
+    exchangeReplay: createExchangeReplay(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
     signingKeys: options.signingKeys as SigningKeyRing,
     events: useCaseEvents(metrics, logger),

@@ -65,7 +65,7 @@ export function taskRoutes(deps: BrokerDeps): Router {
 
   router.get('/v1/tasks/:taskId', async (req, res) => {
     const { taskId } = taskParams.parse(req.params);
-    const task = await loadOwnTask(deps.tasks, identityOf(res), taskId, deps.nowMs());
+    const task = await loadOwnTask(deps, identityOf(res), taskId, deps.nowMs());
     const leases = await deps.leases.getMany(await deps.tasks.leaseIds(taskId));
     res.json(
       taskView(

@@ -19,13 +19,13 @@ export function createJwtProvider(deps: {
       'The token id is put on the revocation list: introspection answers inactive at once. A resource server ' +
       'that only verifies the signature offline accepts the token until its exp.',
 
-    async mint({ leaseId, grant, identity, task, issuedAtMs, expiresAtMs }) {
+    async mint({ leaseId, grant, identity, task, issuedAtMs, expiresAtMs, scopes }) {
       if (grant.provider !== 'jwt') throw new Error('jwt provider given a non-jwt grant');
       if (!signingKeys) throw new Error('this process holds no signing keys');
       const { active } = signingKeys;
       const token = await new SignJWT({
         task: task.id,
-        scope: grant.scopes.join(' '),
+        scope: (scopes ?? grant.scopes).join(' '),
         iss_name: identity.issuer,
       })
         .setProtectedHeader({ alg: active.alg, kid: active.kid, typ: 'at+jwt' })

@@ -1,0 +1,156 @@
+import { Router, type NextFunction, type Request, type Response } from 'express';
+import { z } from 'zod';
+import type { GrantConfig } from '../../config/schema';
+import { BrokerError, isBrokerError } from '../../domain/errors';
+import type { VerifyAttestation } from '../../identity/verify-attestation';
+import type { Logger } from '../../observability/logger';
+import type { BrokerDeps } from '../../usecases/deps';
+import { exchangeToken } from '../../usecases/exchange-token';
+import { errorHandler, fromBodyParser } from '../errors';
+
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const SUBJECT_TOKEN_TYPES = [
+  'urn:ietf:params:oauth:token-type:jwt',
+  'urn:ietf:params:oauth:token-type:id_token',
+];
+const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+/** `issued_token_type` per provider: a JWT is one; the others are credentials in a documented JSON form. */
+export const ISSUED_TOKEN_TYPES = {
+  jwt: JWT_TYPE,
+  'aws-sts': 'urn:tasklease:params:oauth:token-type:aws-credentials',
+  'vault-token': 'urn:tasklease:params:oauth:token-type:vault-token',
+  'vault-dynamic': 'urn:tasklease:params:oauth:token-type:vault-secret',
+} as const;
+
+const issuedTypeOf = (grant: GrantConfig): string =>
+  grant.provider === 'vault' ? ISSUED_TOKEN_TYPES[`vault-${grant.mode}`] : ISSUED_TOKEN_TYPES[grant.provider];
+
+const text = (max: number) => z.string().min(1).max(max);
+/** Form bodies may repeat a parameter; RFC 6749 §3.1 says parameters must not be sent more than once. */
+const once = (max: number) => z.string().max(max, `at most ${max} characters`);
+
+const exchangeBody = z.object({
+  grant_type: once(200),
+  subject_token: text(16_384),
+  subject_token_type: once(200),
+  audience: once(200).optional(),
+  resource: z.unknown().optional(),
+  scope: once(2000).optional(),
+  requested_token_type: once(200).optional(),
+  actor_token: z.unknown().optional(),
+  actor_token_type: z.unknown().optional(),
+  /** Extension: the job's name (GITHUB_JOB, a matrix entry) to tell jobs of one run apart. */
+  job: z
+    .string()
+    .regex(/^[\w.:@/ -]{1,128}$/, 'letters, digits and . : @ / - _ space, at most 128')
+    .optional(),
+  /** Extension: a shorter life than the grant's maximum. */
+  ttl_seconds: z.coerce.number().int().min(1).max(604_800).optional(),
+});
+
+/** The request's problems in RFC 8693 terms, checked before the token is even verified. */
+function parseExchange(body: unknown) {
+  const parsed = exchangeBody.safeParse(body ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new BrokerError('invalid_request', `${issue?.path.join('.') || 'request'}: ${issue?.message}`);
+  }
+  const request = parsed.data;
+  if (request.grant_type !== TOKEN_EXCHANGE)
+    throw new BrokerError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE}`);
+  if (!SUBJECT_TOKEN_TYPES.includes(request.subject_token_type))
+    throw new BrokerError(
+      'invalid_request',
+      `subject_token_type must be one of ${SUBJECT_TOKEN_TYPES.join(', ')}`,
+    );
+  if (request.actor_token !== undefined || request.actor_token_type !== undefined)
+    throw new BrokerError('invalid_request', 'delegation (actor_token) is not supported');
+  if (request.resource !== undefined)
+    throw new BrokerError('invalid_target', 'name the grant in audience; resource is not supported');
+  if (!request.audience) throw new BrokerError('invalid_target', 'audience must name a configured grant');
+  return request;
+}
+
+/** RFC 6749 §5.2: `{error, error_description}`. Malformed bodies are `invalid_request` whatever went wrong. */
+const RFC_CODES: Partial<Record<string, string>> = {
+  invalid_json: 'invalid_request',
+  payload_too_large: 'invalid_request',
+  unsupported_media_type: 'invalid_request',
+  unknown_grant: 'invalid_target',
+  // A subject token that fails verification: RFC 8693 §2.2.2 says invalid_grant, still without the reason.
+  unauthenticated: 'invalid_grant',
+};
+
+function exchangeError(logger: Logger) {
+  const shared = errorHandler(logger);
+  return (error: unknown, req: Request, res: Response) => {
+    if (!isBrokerError(error)) return shared(error, req, res, () => undefined);
+    const code = RFC_CODES[error.code] ?? error.code;
+    const status = code === 'invalid_grant' || code === 'invalid_request' ? 400 : error.status;
+    if (error.status >= 500)
+      logger.error({ err: error.cause ?? error, detail: error.detail, code }, error.message);
+    else if (error.detail) logger.info({ code, detail: error.detail }, 'token exchange refused');
+    res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
+    res
+      .status(status)
+      .json({ error: code, error_description: error.expose ? error.message : 'internal error' });
+  };
+}
+
+/**
+ * Body-parser's failures (bad JSON, too large) happen before any route; mounted on /v1/token ahead of the
+ * app's own handler, this answers them in the RFC's shape too.
+ */
+export function tokenExchangeErrors(logger: Logger) {
+  const fail = exchangeError(logger);
+  return (error: unknown, req: Request, res: Response, _next: NextFunction) =>
+    fail(isBrokerError(error) ? error : (fromBodyParser(error as { type?: string }) ?? error), req, res);
+}
+
+/** RFC 8693 token exchange at POST /v1/token: a CI job's OIDC token in, one grant's credential out. */
+export function tokenExchangeRoutes(deps: BrokerDeps, verify: VerifyAttestation, logger: Logger): Router {
+  const router = Router();
+  const fail = exchangeError(logger);
+
+  router.post('/v1/token', async (req, res) => {
+    try {
+      const request = parseExchange(req.body);
+      const grant = deps.config.grants[request.audience as string];
+      if (!grant) throw new BrokerError('invalid_target', 'audience names no configured grant');
+      const issuedType = issuedTypeOf(grant);
+      const acceptable =
+        grant.provider === 'jwt' ? [JWT_TYPE, 'urn:ietf:params:oauth:token-type:access_token'] : [issuedType];
+      if (request.requested_token_type && !acceptable.includes(request.requested_token_type))
+        throw new BrokerError('invalid_request', `grant ${request.audience} issues ${issuedType}`);
+      const identity = await verify(request.subject_token);
+      const issued = await exchangeToken(deps, identity, {
+        grant: request.audience as string,
+        scopes: request.scope?.split(' ').filter(Boolean),
+        job: request.job,
+        ttlSeconds: request.ttl_seconds,
+      });
+      const endsAtMs = Math.min(
+        Date.parse(issued.expiresAt),
+        issued.notAfter ? Date.parse(issued.notAfter) : Infinity,
+      );
+      const credential = issued.credential;
+      const jwt = grant.provider === 'jwt';
+      res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
+      res.json({
+        access_token: jwt ? credential.token : JSON.stringify(credential),
+        issued_token_type: issuedType,
+        // RFC 8693 §2.2.1: N_A when the issued token is not an OAuth access token.
+        token_type: jwt ? 'Bearer' : 'N_A',
+        expires_in: Math.max(0, Math.floor((endsAtMs - deps.nowMs()) / 1000)),
+        ...(jwt ? { scope: request.scope ?? grant.scopes.join(' ') } : { credential }),
+        lease_id: issued.leaseId,
+        task_id: issued.taskId,
+        expires_at: issued.expiresAt,
+      });
+    } catch (error) {
+      fail(error, req, res);
+    }
+  });
+  return router;
+}

@@ -1,0 +1,71 @@
+import { createHash } from 'node:crypto';
+import type { IssuerConfig } from '../config/schema';
+import type { Identity, IssuerKind } from '../domain/types';
+
+/**
+ * The claims that name one CI job (or pod) as its platform signs them. GitHub's token carries no job id:
+ * run, attempt and workflow are as close as it gets (jobs of one run are told apart by the `job` name the
+ * client adds, see docs/token-exchange.md). SPIFFE and generic OIDC tokens name no job at all: there the
+ * token itself is the job.
+ */
+export const DEFAULT_JOB_CLAIMS: Readonly<Record<IssuerKind, readonly string[]>> = {
+  'github-actions': ['repository', 'run_id', 'run_attempt', 'job_workflow_ref'],
+  gitlab: ['project_path', 'pipeline_id', 'job_id'],
+  kubernetes: ['kubernetes.io.namespace', 'kubernetes.io.serviceaccount.name', 'kubernetes.io.pod.uid'],
+  spiffe: [],
+  oidc: [],
+};
+
+/** Recorded on the task besides the key claims, so its record says which run it was. */
+const RECORDED_CLAIMS: Readonly<Record<IssuerKind, readonly string[]>> = {
+  'github-actions': ['workflow_ref', 'ref', 'sha', 'event_name', 'actor', 'environment'],
+  gitlab: ['ref', 'sha', 'ci_config_ref_uri', 'user_login', 'environment'],
+  kubernetes: ['kubernetes.io.pod.name', 'kubernetes.io.node.name'],
+  spiffe: [],
+  oidc: [],
+};
+
+export interface JobBinding {
+  /** SHA-256 (hex) of the issuer and the job's signed claims: what every later call must match. */
+  key: string;
+  /** The task of this job (and `job` name, when the client gave one): deterministic, so exchanges meet. */
+  taskId: string;
+  /** Claims for the task record. */
+  claims: Record<string, string>;
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+export const jobClaimsOf = (issuer: Pick<IssuerConfig, 'kind' | 'jobClaims'>): readonly string[] =>
+  issuer.jobClaims ?? DEFAULT_JOB_CLAIMS[issuer.kind];
+
+/**
+ * The job key of a verified identity, from the signed claims only; null when a claim it needs is missing.
+ * With no job claims (SPIFFE, OIDC), the token's own hash: only that token reaches its task.
+ */
+export function jobKeyOf(identity: Identity, jobClaims: readonly string[]): string | null {
+  if (jobClaims.length === 0)
+    return sha256(`tasklease-job\0${identity.issuer}\0token\0${identity.tokenSha256}`);
+  const values = jobClaims.map((claim) => identity.claims[claim]);
+  if (values.some((value) => !value)) return null;
+  const parts = jobClaims.map((claim, index) => `${claim}=${values[index]}`);
+  return sha256(`tasklease-job\0${identity.issuer}\0${parts.join('\0')}`);
+}
+
+/** The job an exchanging token belongs to; `missing` lists the job claims the token lacks. */
+export function bindJob(
+  identity: Identity,
+  issuer: Pick<IssuerConfig, 'kind' | 'jobClaims'>,
+  jobName?: string,
+): JobBinding | { missing: string[] } {
+  const keyClaims = jobClaimsOf(issuer);
+  const key = jobKeyOf(identity, keyClaims);
+  if (!key) return { missing: keyClaims.filter((claim) => !identity.claims[claim]) };
+  const claims: Record<string, string> = {};
+  for (const claim of [...keyClaims, ...RECORDED_CLAIMS[issuer.kind]]) {
+    const value = identity.claims[claim];
+    if (value) claims[claim] = value;
+  }
+  if (jobName) claims.job = jobName;
+  return { key, taskId: sha256(`${key}\0job=${jobName ?? ''}`).slice(0, 32), claims };
+}
