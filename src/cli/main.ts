@@ -6,6 +6,7 @@ import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
 import { collectPairs, printJson } from './output';
 import { registerCredentialProcessCommand } from './commands/credential-process';
+import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerLeaseCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
+  registerExecCommand(program, getEnv);
 
   program
     .command('dev-token')

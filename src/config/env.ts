@@ -31,6 +31,13 @@ const envSchema = z.object({
   VAULT_NAMESPACE: z.string().optional(),
   VAULT_CACERT: z.string().optional(),
   VAULT_CLIENT_TIMEOUT: z.string().optional(),
+  /** `tasklease exec`: GitHub Actions' OIDC token endpoint (set by the runner with id-token: write). */
+  ACTIONS_ID_TOKEN_REQUEST_URL: z.string().optional(),
+  ACTIONS_ID_TOKEN_REQUEST_TOKEN: z.string().optional(),
+  /** `tasklease exec`: the job's OIDC token, e.g. a GitLab `id_tokens:` entry of this name. */
+  TASKLEASE_ID_TOKEN: z.string().optional(),
+  /** `tasklease exec`: GitHub's job name, the default `--job`. */
+  GITHUB_JOB: z.string().optional(),
   TASKLEASE_DEV_DIR: z.string().min(1).default('.tasklease'),
 });
 
@@ -41,3 +48,10 @@ export function readEnv(source: NodeJS.ProcessEnv = process.env): Env {
   if (!result.success) throw new ConfigError(`invalid environment:\n${describeIssues(result.error)}`);
   return Object.freeze(result.data);
 }
+
+/** One variable named at run time (`tasklease exec --token-env NAME`); everything else goes through readEnv. */
+export const readVariable = (name: string, source: NodeJS.ProcessEnv = process.env): string | undefined =>
+  source[name];
+
+/** The whole environment, for a command `tasklease exec` runs: it inherits everything, credentials added. */
+export const inheritedEnvironment = (): NodeJS.ProcessEnv => ({ ...process.env });

@@ -1,0 +1,155 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { decodeJwt } from 'jose';
+import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
+import { startFakeVault, type FakeVault } from '../support/fake-vault';
+import { createTestIssuer, platformClaims, tempDir, type TestIssuer } from '../support/fixtures';
+import { spawnTasklease, type TaskleaseProcess } from '../support/processes';
+import { documentedBrokerPolicy } from '../support/vault-policy';
+
+const POLICIES = `
+@id("declare")
+permit(principal, action == Action::"declareTask", resource);
+@id("issue")
+permit(principal, action == Action::"issue", resource) when { principal.issuer == "github" };
+`;
+
+/**
+ * `tasklease exec` as a CI job runs it: the real binary, a GitHub Actions token in a file, the broker over
+ * loopback, the command a real child process. Credentials must die with the command, whatever its end.
+ */
+describe('tasklease exec: a command with the job’s credentials, revoked when it exits', () => {
+  let broker: TestBroker;
+  let vault: FakeVault;
+  let github: TestIssuer;
+  let dir: string;
+  let runId = 8_000_000_000;
+
+  beforeAll(async () => {
+    vault = await startFakeVault();
+    vault.setPolicy('tasklease-broker', documentedBrokerPolicy());
+    vault.setPolicy('deploy', [{ path: 'kv/deploy/*', capabilities: ['read'] }]);
+    vault.addTokenRole('tasklease-deploy', { allowedPolicies: ['deploy'], orphan: true });
+    github = await createTestIssuer({ name: 'github', kind: 'github-actions' });
+    broker = await startTestBroker({
+      policies: POLICIES,
+      extraIssuers: [github],
+      grants: {
+        'artifacts-read': {
+          provider: 'jwt',
+          audience: 'https://artifacts.test',
+          scopes: ['read'],
+          maxTtlSeconds: 600,
+        },
+        'deploy-token': {
+          provider: 'vault',
+          mode: 'token',
+          policies: ['deploy'],
+          role: 'tasklease-deploy',
+          maxTtlSeconds: 600,
+        },
+      },
+      vault: {
+        address: vault.url,
+        timeoutMs: 2000,
+        auth: { method: 'token', token: vault.createToken({ policies: ['tasklease-broker'] }).token },
+      },
+    });
+    dir = tempDir('exec');
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await vault?.close();
+  });
+
+  /** A token file for a fresh GitHub Actions run (each run is its own job, so its own task). */
+  async function jobTokenFile(): Promise<string> {
+    const { iss: _iss, aud: _aud, ...claims } = platformClaims('github-actions');
+    runId += 1;
+    const file = path.join(dir, `token-${runId}`);
+    writeFileSync(file, await github.sign({ ...claims, run_id: String(runId) }));
+    return file;
+  }
+
+  /** `tasklease exec` running `node -e script`; the script's stdout is in the process output. */
+  function exec(grants: string[], tokenFile: string, script: string): TaskleaseProcess {
+    const args = ['exec', ...grants.flatMap((grant) => ['--grant', grant]), '--token-file', tokenFile];
+    return spawnTasklease([...args, '--', process.execPath, '-e', script], { TASKLEASE_ADDR: broker.url });
+  }
+  const exited = (proc: TaskleaseProcess) =>
+    new Promise<number | null>((resolve) => {
+      if (proc.child.exitCode !== null) resolve(proc.child.exitCode);
+      else proc.child.once('exit', (code) => resolve(code));
+    });
+  const admin = () => broker.admins.sign({ sub: 'oncall@example.com' });
+  const taskOf = async (taskId: string) => {
+    const leases = (await broker.call('GET', `/v1/leases?task=${taskId}`, await admin())).body
+      .leases as any[];
+    return leases;
+  };
+  /** The task id and credentials the command saw, printed by the script as one JSON line. */
+  const seen = (proc: TaskleaseProcess) => JSON.parse(/^SEEN (.*)$/m.exec(proc.output())?.[1] ?? 'null');
+  const PRINT =
+    "console.log('SEEN ' + JSON.stringify({ task: process.env.TASKLEASE_TASK, " +
+    'jwt: process.env.TASKLEASE_ARTIFACTS_READ_TOKEN, vault: process.env.VAULT_TOKEN }));';
+
+  it('runs the command with the credentials, then completes the task: every credential revoked', async () => {
+    const proc = exec(['artifacts-read', 'deploy-token'], await jobTokenFile(), `${PRINT} process.exit(0);`);
+    expect(await exited(proc)).toBe(0);
+    const { task, jwt, vault: vaultToken } = seen(proc);
+    expect(decodeJwt(jwt)).toMatchObject({ task, aud: 'https://artifacts.test' });
+    expect(vaultToken).toMatch(/^hvs\./);
+    const leases = await waitFor(async () => {
+      const current = await taskOf(task);
+      return current.length === 2 && current.every((l) => l.state === 'revoked') ? current : null;
+    }, 10_000);
+    expect(leases.map((l) => l.grant).sort()).toEqual(['artifacts-read', 'deploy-token']);
+    expect(vault.token(vaultToken)).toBeUndefined();
+    const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
+    expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('succeeded');
+  });
+
+  it('keeps the command’s exit code, and revokes on failure too', async () => {
+    const proc = exec(['artifacts-read'], await jobTokenFile(), `${PRINT} process.exit(3);`);
+    expect(await exited(proc)).toBe(3);
+    const { task } = seen(proc);
+    await waitFor(async () => (await taskOf(task)).every((l) => l.state === 'revoked'), 10_000);
+    const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
+    expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('failed');
+  });
+
+  it('forwards SIGTERM to the command, and revokes when it has gone', async () => {
+    const proc = exec(
+      ['artifacts-read'],
+      await jobTokenFile(),
+      `${PRINT} setInterval(() => undefined, 1000);`,
+    );
+    await waitFor(async () => proc.output().includes('SEEN '), 10_000);
+    proc.child.kill('SIGTERM');
+    // The command had no handler: SIGTERM ended it, and tasklease reports it as a shell would.
+    expect(await exited(proc)).toBe(143);
+    const { task } = seen(proc);
+    await waitFor(async () => (await taskOf(task)).every((l) => l.state === 'revoked'), 10_000);
+    const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
+    expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('cancelled');
+  });
+
+  it('runs nothing when a grant cannot be had, and revokes what was already issued', async () => {
+    const marker = path.join(dir, 'ran');
+    const proc = exec(
+      ['artifacts-read', 'no-such-grant'],
+      await jobTokenFile(),
+      `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x');`,
+    );
+    expect(await exited(proc)).toBe(4);
+    expect(proc.output()).toContain('invalid_target');
+    expect(existsSync(marker)).toBe(false);
+    const task = /revoking what task ([0-9a-f]{32}) already got/.exec(proc.output())?.[1] as string;
+    expect(task).toBeDefined();
+    const leases = await waitFor(async () => {
+      const current = await taskOf(task);
+      return current.length === 1 && current[0].state === 'revoked' ? current : null;
+    }, 10_000);
+    expect(leases[0].grant).toBe('artifacts-read');
+  });
+});
