@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { fromProcess } from '@aws-sdk/credential-provider-process';
 import { writeFileSync } from 'node:fs';
@@ -410,5 +411,49 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     const leases = await leasesOf(taskId);
     expect(leases).toHaveLength(1);
     expect(caller.Arn).toBe(`arn:aws:sts::123456789012:assumed-role/bulk-reader/tl-${leases[0].leaseId}`);
+  });
+
+  it('tasklease credential-process exchanges a CI job’s own token when no task is named', async () => {
+    const dir = tempDir('aws-job');
+    // A Kubernetes-style projected token file; `agents` is an oidc issuer, so the token itself is the job.
+    const tokenFile = path.join(dir, 'token');
+    writeFileSync(tokenFile, await broker.agents.sign({ ...github, jti: `job-${Date.now()}` }));
+    const run = () =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          [
+            path.resolve(__dirname, '../../bin/tasklease.js'),
+            'credential-process',
+            '--grant',
+            'bulk-read',
+            '--token-file',
+            tokenFile,
+          ],
+          {
+            env: {
+              PATH: process.env.PATH ?? '',
+              TASKLEASE_ADDR: broker.url,
+              TASKLEASE_CACHE_DIR: `${dir}/cache`,
+            },
+          },
+          (error, stdout, stderr) =>
+            resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+    const admin = await broker.admins.sign({ sub: 'oncall@example.com' });
+    const bulkLeases = async () =>
+      ((await broker.call('GET', '/v1/leases?grant=bulk-read&limit=1000', admin)).body.leases as any[])
+        .length;
+    const before = await bulkLeases();
+    const first = await run();
+    expect(first).toMatchObject({ code: 0, stderr: '' });
+    const printed = JSON.parse(first.stdout);
+    expect(printed).toMatchObject({ Version: 1, AccessKeyId: expect.stringMatching(/^ASIA/) });
+    // Asked again (as SDKs do before expiry): the cached session, not a second exchange of the same token.
+    const second = await run();
+    expect(second.code).toBe(0);
+    expect(JSON.parse(second.stdout).AccessKeyId).toBe(printed.AccessKeyId);
+    expect(await bulkLeases()).toBe(before + 1);
   });
 });

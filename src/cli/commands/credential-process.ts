@@ -3,8 +3,11 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import type { Env } from '../../config/env';
+import { decodeJwt } from 'jose';
+import { readVariable, type Env } from '../../config/env';
 import { createApiClient } from '../api-client';
+import { jobTokenSource } from '../job-token';
+import { exchange } from '../token-exchange-client';
 
 interface IssuedCredential {
   leaseId: string;
@@ -57,6 +60,76 @@ function writeCached(file: string, value: ProcessCredential): void {
  * https://docs.aws.amazon.com/sdkref/latest/guide/feature-process-credentials.html asks. The expiration
  * printed is the lease's end when that comes first, so no SDK uses keys past the lease.
  */
+interface Options {
+  grant: string;
+  task?: string;
+  ttl?: string;
+  reason?: string;
+  cache: boolean;
+  tokenFile?: string;
+  tokenEnv?: string;
+  audience: string;
+  job?: string;
+}
+
+/** The claims that name a job, read (unverified: the broker verifies) to key the cache per job. */
+const JOB_CLAIMS = [
+  'iss',
+  'sub',
+  'repository',
+  'run_id',
+  'run_attempt',
+  'job_workflow_ref',
+  'project_path',
+  'pipeline_id',
+  'job_id',
+];
+
+function jobOfToken(token: string): unknown[] {
+  try {
+    const payload = decodeJwt(token);
+    const pod = (payload['kubernetes.io'] as { pod?: { uid?: string } } | undefined)?.pod?.uid;
+    return [...JOB_CLAIMS.map((claim) => payload[claim] ?? null), pod ?? null];
+  } catch {
+    return [createHash('sha256').update(token).digest('hex')];
+  }
+}
+
+function toProcessCredential(credential: Record<string, unknown>, expiresAt: string): ProcessCredential {
+  const expirationMs = Math.min(Date.parse(expiresAt), Date.parse(String(credential.expiration ?? '')));
+  return {
+    Version: 1,
+    AccessKeyId: String(credential.accessKeyId),
+    SecretAccessKey: String(credential.secretAccessKey ?? ''),
+    SessionToken: String(credential.sessionToken ?? ''),
+    Expiration: new Date(expirationMs).toISOString(),
+  };
+}
+
+/** In a declared task (TASKLEASE_TOKEN + the task): POST /v1/tasks/{id}/credentials. */
+async function fromTask(e: Env, taskId: string, options: Options, ttlSeconds: number | undefined) {
+  const call = createApiClient(e.TASKLEASE_ADDR, e.TASKLEASE_TOKEN);
+  const issued = await call<IssuedCredential>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/credentials`, {
+    grant: options.grant,
+    ttlSeconds,
+    reason: options.reason,
+  });
+  if (issued.provider !== 'aws-sts' || !issued.credential.accessKeyId)
+    throw new Error(`grant ${options.grant} is a ${issued.provider} grant, not aws-sts`);
+  return toProcessCredential(issued.credential, issued.expiresAt);
+}
+
+/** In a CI job (its OIDC token, as `tasklease exec` finds it): RFC 8693 exchange into the job's task. */
+async function fromJob(e: Env, token: string, options: Options) {
+  const issued = await exchange(e.TASKLEASE_ADDR, token, options.grant, {
+    job: options.job ?? e.GITHUB_JOB,
+    ttl: options.ttl,
+  });
+  if (!issued.issued_token_type.endsWith(':aws-credentials') || !issued.credential)
+    throw new Error(`grant ${options.grant} does not issue AWS credentials (${issued.issued_token_type})`);
+  return toProcessCredential(issued.credential, issued.expires_at);
+}
+
 export function registerCredentialProcessCommand(program: Command, env: () => Env) {
   program
     .command('credential-process')
@@ -64,45 +137,41 @@ export function registerCredentialProcessCommand(program: Command, env: () => En
       'print a task-scoped AWS session as credential_process JSON (credential_process = tasklease credential-process --grant NAME)',
     )
     .requiredOption('--grant <name>', 'an aws-sts grant')
-    .option('--task <id>', 'the declared task (default: TASKLEASE_TASK)')
+    .option(
+      '--task <id>',
+      'the declared task (default: TASKLEASE_TASK); without one, the CI job token is exchanged',
+    )
     .option('--ttl <seconds>', "lease TTL (default: the grant's maximum; clamped by the grant and the task)")
     .option('--reason <text>', 'recorded in the audit')
+    .option('--token-file <path>', 'CI job token file (token exchange, as tasklease exec)')
+    .option('--token-env <name>', 'CI job token variable (token exchange, as tasklease exec)')
+    .option('--audience <aud>', 'the audience to ask GitHub Actions for', 'tasklease')
+    .option('--job <name>', 'this job’s name (default: $GITHUB_JOB)')
     .option(
       '--no-cache',
       'always take a new lease (by default a session is reused until a minute before its end)',
     )
-    .action(
-      async (options: { grant: string; task?: string; ttl?: string; reason?: string; cache: boolean }) => {
-        const taskId = options.task ?? env().TASKLEASE_TASK;
-        if (!taskId) throw new Error('give --task or set TASKLEASE_TASK to the task id');
-        const ttlSeconds = options.ttl === undefined ? undefined : Number(options.ttl);
-        if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0))
-          throw new Error('--ttl must be a whole number of seconds');
-        const file = cacheFile(env(), [env().TASKLEASE_ADDR, taskId, options.grant, ttlSeconds ?? null]);
-        const cached = options.cache ? readCached(file, Date.now()) : null;
-        if (cached) {
-          process.stdout.write(`${JSON.stringify(cached)}\n`);
-          return;
-        }
-        const call = createApiClient(env().TASKLEASE_ADDR, env().TASKLEASE_TOKEN);
-        const issued = await call<IssuedCredential>(
-          'POST',
-          `/v1/tasks/${encodeURIComponent(taskId)}/credentials`,
-          { grant: options.grant, ttlSeconds, reason: options.reason },
-        );
-        const { credential } = issued;
-        if (issued.provider !== 'aws-sts' || !credential.accessKeyId)
-          throw new Error(`grant ${options.grant} is a ${issued.provider} grant, not aws-sts`);
-        const expirationMs = Math.min(Date.parse(issued.expiresAt), Date.parse(credential.expiration ?? ''));
-        const printed: ProcessCredential = {
-          Version: 1,
-          AccessKeyId: credential.accessKeyId,
-          SecretAccessKey: credential.secretAccessKey ?? '',
-          SessionToken: credential.sessionToken ?? '',
-          Expiration: new Date(expirationMs).toISOString(),
-        };
-        if (options.cache) writeCached(file, printed);
-        process.stdout.write(`${JSON.stringify(printed)}\n`);
-      },
-    );
+    .action(async (options: Options) => {
+      const e = env();
+      const taskId = options.task ?? e.TASKLEASE_TASK;
+      const ttlSeconds = options.ttl === undefined ? undefined : Number(options.ttl);
+      if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0))
+        throw new Error('--ttl must be a whole number of seconds');
+      // A declared task when one is named; otherwise the CI job's own token, exchanged.
+      const jobToken = taskId ? null : await jobTokenSource(options, e, readVariable).read();
+      const who = taskId
+        ? ['task', taskId]
+        : ['job', ...jobOfToken(jobToken as string), options.job ?? e.GITHUB_JOB ?? null];
+      const file = cacheFile(e, [e.TASKLEASE_ADDR, ...who, options.grant, ttlSeconds ?? null]);
+      const cached = options.cache ? readCached(file, Date.now()) : null;
+      if (cached) {
+        process.stdout.write(`${JSON.stringify(cached)}\n`);
+        return;
+      }
+      const printed = taskId
+        ? await fromTask(e, taskId, options, ttlSeconds)
+        : await fromJob(e, jobToken as string, options);
+      if (options.cache) writeCached(file, printed);
+      process.stdout.write(`${JSON.stringify(printed)}\n`);
+    });
 }

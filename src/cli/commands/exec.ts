@@ -2,50 +2,10 @@ import type { Command } from 'commander';
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { inheritedEnvironment, readVariable, type Env } from '../../config/env';
-import { ApiError } from '../api-client';
 import { jobTokenSource, type JobTokenSource } from '../job-token';
+import { exchange, type Exchanged } from '../token-exchange-client';
 
-const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-
-interface Exchanged {
-  access_token: string;
-  issued_token_type: string;
-  credential?: Record<string, unknown>;
-  lease_id: string;
-  task_id: string;
-  expires_at: string;
-}
-
-/** One grant's credential for the job, by RFC 8693 exchange of the job's own token. */
-async function exchange(addr: string, token: string, grant: string, options: { job?: string; ttl?: string }) {
-  const form = new URLSearchParams({
-    grant_type: TOKEN_EXCHANGE,
-    subject_token: token,
-    subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-    audience: grant,
-  });
-  if (options.job) form.set('job', options.job);
-  if (options.ttl) form.set('ttl_seconds', options.ttl);
-  const response = await fetch(new URL('/v1/token', addr), {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: form.toString(),
-  }).catch((error: Error) => {
-    throw new ApiError(0, 'unreachable', `cannot reach ${addr}: ${error.message}`);
-  });
-  const body = (await response.json().catch(() => ({}))) as Exchanged & {
-    error?: string;
-    error_description?: string;
-  };
-  if (!response.ok)
-    throw new ApiError(
-      response.status,
-      body.error ?? 'error',
-      `grant ${grant}: ${body.error_description ?? response.statusText}`,
-    );
-  return body;
-}
 
 const variableName = (grant: string, suffix: string) =>
   `TASKLEASE_${grant.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_${suffix.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
