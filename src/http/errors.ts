@@ -8,7 +8,7 @@ export const notFound: RequestHandler = () => {
 };
 
 /** Body-parser's own failures, mapped to our stable codes. */
-export const fromBodyParser = (error: { type?: string; status?: number }): BrokerError | null => {
+const fromBodyParser = (error: { type?: string; status?: number }): BrokerError | null => {
   switch (error.type) {
     case 'entity.parse.failed':
       return new BrokerError('invalid_json', 'the body is not valid JSON');
@@ -31,32 +31,43 @@ const isRedisUnavailable = (error: unknown): boolean =>
   error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
 
 /**
+ * Any error as the catalogue's: a BrokerError as it is, body-parser's and zod's mapped to invalid_request,
+ * Redis outages to unavailable; anything else is logged in full and becomes `internal`.
+ */
+export function toBrokerError(
+  error: unknown,
+  logger: Logger,
+  where: { method: string; path: string },
+): BrokerError {
+  let known: BrokerError | null = isBrokerError(error) ? error : fromBodyParser(error as { type?: string });
+  if (!known && error instanceof z.ZodError) {
+    const issues = error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`);
+    known = new BrokerError('invalid_request', issues.join('; '));
+  }
+  if (!known && isRedisUnavailable(error)) {
+    known = new BrokerError('unavailable', 'a backend the broker needs is unavailable; nothing was issued', {
+      cause: error,
+    });
+  }
+  if (!known) {
+    logger.error({ err: error, ...where }, 'unhandled error');
+    return new BrokerError('internal', 'internal error');
+  }
+  if (known.status >= 500)
+    logger.error(
+      { err: known.cause ?? known, detail: known.detail, code: known.code, path: where.path },
+      known.message,
+    );
+  return known;
+}
+
+/**
  * The one place that decides what a caller may see: a stable code always; the message only when it is
  * safe (`expose`); everything else goes to the log.
  */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, req, res, _next) => {
-    let known: BrokerError | null = isBrokerError(error) ? error : fromBodyParser(error as { type?: string });
-    if (!known && error instanceof z.ZodError) {
-      const issues = error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`);
-      known = new BrokerError('invalid_request', issues.join('; '));
-    }
-    if (!known && isRedisUnavailable(error)) {
-      known = new BrokerError(
-        'unavailable',
-        'a backend the broker needs is unavailable; nothing was issued',
-        { cause: error },
-      );
-    }
-    if (!known) {
-      logger.error({ err: error, method: req.method, path: req.path }, 'unhandled error');
-      known = new BrokerError('internal', 'internal error');
-    } else if (known.status >= 500) {
-      logger.error(
-        { err: known.cause ?? known, detail: known.detail, code: known.code, path: req.path },
-        known.message,
-      );
-    }
+    const known = toBrokerError(error, logger, { method: req.method, path: req.path });
     if (res.headersSent) return;
     res
       .status(known.status)

@@ -3,10 +3,9 @@ import type { IssuerConfig } from '../config/schema';
 import type { Identity, IssuerKind } from '../domain/types';
 
 /**
- * The claims that name one CI job (or pod) as its platform signs them. GitHub's token carries no job id:
- * run, attempt and workflow are as close as it gets (jobs of one run are told apart by the `job` name the
- * client adds, see docs/token-exchange.md). SPIFFE and generic OIDC tokens name no job at all: there the
- * token itself is the job.
+ * The claims that name one CI job (or pod) as its platform signs them. A GitHub token names the run, the
+ * attempt and the workflow; only a token carrying `check_run_id` (see OPTIONAL_JOB_CLAIMS) names the job
+ * itself. SPIFFE and generic OIDC tokens name no job at all: there the token itself is the job.
  */
 export const DEFAULT_JOB_CLAIMS: Readonly<Record<IssuerKind, readonly string[]>> = {
   'github-actions': ['repository', 'run_id', 'run_attempt', 'job_workflow_ref'],
@@ -14,6 +13,15 @@ export const DEFAULT_JOB_CLAIMS: Readonly<Record<IssuerKind, readonly string[]>>
   kubernetes: ['kubernetes.io.namespace', 'kubernetes.io.serviceaccount.name', 'kubernetes.io.pod.uid'],
   spiffe: [],
   oidc: [],
+};
+
+/**
+ * Part of the key when the token carries them: every token of one job carries them or none does, so the key
+ * stays stable. GitHub's `check_run_id` tells jobs of one run apart by a claim GitHub signs, not by a name
+ * the client sends.
+ */
+const OPTIONAL_JOB_CLAIMS: Readonly<Partial<Record<IssuerKind, readonly string[]>>> = {
+  'github-actions': ['check_run_id'],
 };
 
 /** Recorded on the task besides the key claims, so its record says which run it was. */
@@ -46,9 +54,9 @@ export const jobClaimsOf = (issuer: Pick<IssuerConfig, 'kind' | 'jobClaims'>): r
 export function jobKeyOf(identity: Identity, jobClaims: readonly string[]): string | null {
   if (jobClaims.length === 0)
     return sha256(`tasklease-job\0${identity.issuer}\0token\0${identity.tokenSha256}`);
-  const values = jobClaims.map((claim) => identity.claims[claim]);
-  if (values.some((value) => !value)) return null;
-  const parts = jobClaims.map((claim, index) => `${claim}=${values[index]}`);
+  if (jobClaims.some((claim) => !identity.claims[claim])) return null;
+  const optional = (OPTIONAL_JOB_CLAIMS[identity.kind] ?? []).filter((claim) => identity.claims[claim]);
+  const parts = [...jobClaims, ...optional].map((claim) => `${claim}=${identity.claims[claim]}`);
   return sha256(`tasklease-job\0${identity.issuer}\0${parts.join('\0')}`);
 }
 
@@ -62,7 +70,8 @@ export function bindJob(
   const key = jobKeyOf(identity, keyClaims);
   if (!key) return { missing: keyClaims.filter((claim) => !identity.claims[claim]) };
   const claims: Record<string, string> = {};
-  for (const claim of [...keyClaims, ...RECORDED_CLAIMS[issuer.kind]]) {
+  const optional = OPTIONAL_JOB_CLAIMS[issuer.kind] ?? [];
+  for (const claim of [...keyClaims, ...optional, ...RECORDED_CLAIMS[issuer.kind]]) {
     const value = identity.claims[claim];
     if (value) claims[claim] = value;
   }

@@ -19,7 +19,7 @@ type Deps = Pick<
 
 export async function declareTask(deps: Deps, identity: Identity, input: DeclareTaskInput) {
   const { config } = deps;
-  const unknown = (input.grants ?? []).filter((grant) => !config.grants[grant]);
+  const unknown = (input.grants ?? []).filter((grant) => !Object.hasOwn(config.grants, grant));
   if (unknown.length > 0) throw new BrokerError('unknown_grant', `unknown grant(s): ${unknown.join(', ')}`);
   const nowMs = deps.nowMs();
   const ttlSeconds = Math.min(

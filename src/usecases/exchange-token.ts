@@ -37,7 +37,7 @@ type Deps = Pick<
  * every exchange of one job lands in the same task, and completing it revokes everything the job got.
  */
 export async function exchangeToken(deps: Deps, identity: Identity, input: ExchangeInput) {
-  if (!deps.config.grants[input.grant])
+  if (!Object.hasOwn(deps.config.grants, input.grant))
     throw new BrokerError('invalid_target', 'audience names no configured grant');
   const issuer = deps.config.issuers.find((candidate) => candidate.name === identity.issuer);
   const job = issuer ? bindJob(identity, issuer, input.job) : { missing: ['issuer'] };
@@ -51,8 +51,26 @@ export async function exchangeToken(deps: Deps, identity: Identity, input: Excha
   if (
     replay &&
     !(await deps.exchangeReplay.take(identity.tokenSha256, input.grant, identity.expiresAtMs, nowMs))
-  )
+  ) {
+    // A replayed job token is what a leaked one looks like: counted, audited, refused.
+    const reason = 'subject token replayed: already exchanged for this grant';
+    deps.events.denied('issue', reason, {
+      issuer: identity.issuer,
+      subject: identity.subject,
+      grant: input.grant,
+    });
+    await deps.audit.append({
+      type: 'credential.denied',
+      atMs: nowMs,
+      issuer: identity.issuer,
+      subject: identity.subject,
+      task: job.taskId,
+      grant: input.grant,
+      tokenSha256: identity.tokenSha256,
+      reason,
+    });
     throw new BrokerError('invalid_grant', 'this subject token was already exchanged for this grant');
+  }
   try {
     const task = await openJobTask(deps, identity, job, nowMs);
     const issued = await issueCredential(deps, identity, task.id, {

@@ -154,7 +154,8 @@ export async function issueCredential(
 
 function checkGrant(deps: Pick<Deps, 'config'>, task: StoredTask, grantName: string): GrantConfig {
   if (task.state !== 'open') throw new BrokerError('task_not_open', `the task is ${task.state}`);
-  const grant = deps.config.grants[grantName];
+  // Own keys only: `constructor` or `__proto__` must not pass for a grant.
+  const grant = Object.hasOwn(deps.config.grants, grantName) ? deps.config.grants[grantName] : undefined;
   if (!grant) throw new BrokerError('unknown_grant', `unknown grant: ${grantName}`);
   if (task.grants.length > 0 && !task.grants.includes(grantName)) {
     throw new BrokerError('grant_not_declared', `the task did not declare grant ${grantName}`);

@@ -41,6 +41,12 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
           scopes: ['read'],
           maxTtlSeconds: 600,
         },
+        'spare-read': {
+          provider: 'jwt',
+          audience: 'https://spare.test',
+          scopes: ['read'],
+          maxTtlSeconds: 600,
+        },
         'deploy-token': {
           provider: 'vault',
           mode: 'token',
@@ -113,7 +119,10 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
     const proc = exec(['artifacts-read'], await jobTokenFile(), `${PRINT} process.exit(3);`);
     expect(await exited(proc)).toBe(3);
     const { task } = seen(proc);
-    await waitFor(async () => (await taskOf(task)).every((l) => l.state === 'revoked'), 10_000);
+    await waitFor(async () => {
+      const leases = await taskOf(task);
+      return leases.length === 1 && leases.every((l) => l.state === 'revoked');
+    }, 10_000);
     const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
     expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('failed');
   });
@@ -129,7 +138,10 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
     // The command had no handler: SIGTERM ended it, and tasklease reports it as a shell would.
     expect(await exited(proc)).toBe(143);
     const { task } = seen(proc);
-    await waitFor(async () => (await taskOf(task)).every((l) => l.state === 'revoked'), 10_000);
+    await waitFor(async () => {
+      const leases = await taskOf(task);
+      return leases.length === 1 && leases.every((l) => l.state === 'revoked');
+    }, 10_000);
     const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
     expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('cancelled');
   });
@@ -151,5 +163,65 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
       return current.length === 1 && current[0].state === 'revoked' ? current : null;
     }, 10_000);
     expect(leases[0].grant).toBe('artifacts-read');
+  });
+
+  it('runs two execs in one job, each its own task, both revoked', async () => {
+    const file = await jobTokenFile();
+    const first = exec(['artifacts-read'], file, `${PRINT} process.exit(0);`);
+    expect(await exited(first)).toBe(0);
+    // A later step of the same job, with the job's next token (GitHub hands out a fresh one per request).
+    const { iss: _iss, aud: _aud, ...claims } = platformClaims('github-actions');
+    writeFileSync(file, await github.sign({ ...claims, run_id: String(runId), jti: 'second-step' }));
+    const second = exec(['artifacts-read'], file, `${PRINT} process.exit(0);`);
+    expect(await exited(second)).toBe(0);
+    const [a, b] = [seen(first).task, seen(second).task];
+    expect(a).not.toBe(b);
+    for (const task of [a, b])
+      await waitFor(async () => {
+        const leases = await taskOf(task);
+        return leases.length === 1 && leases[0].state === 'revoked';
+      }, 10_000);
+  });
+
+  it('exits 127 when the command cannot be started, and still revokes', async () => {
+    const proc = spawnTasklease(
+      [
+        'exec',
+        '--grant',
+        'spare-read',
+        '--token-file',
+        await jobTokenFile(),
+        '--',
+        path.join(dir, 'no-such-command'),
+      ],
+      { TASKLEASE_ADDR: broker.url },
+    );
+    expect(await exited(proc)).toBe(127);
+    expect(proc.output()).toContain('cannot run');
+    const admin = await broker.admins.sign({ sub: 'oncall@example.com' });
+    await waitFor(async () => {
+      const leases = (await broker.call('GET', '/v1/leases?grant=spare-read&limit=100', admin)).body
+        .leases as any[];
+      return leases.length === 1 && leases[0].state === 'revoked';
+    }, 10_000);
+  });
+
+  it('refuses to run without a grant', async () => {
+    const marker = path.join(dir, 'ran-without-grant');
+    const proc = spawnTasklease(
+      [
+        'exec',
+        '--token-file',
+        await jobTokenFile(),
+        '--',
+        process.execPath,
+        '-e',
+        `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x')`,
+      ],
+      { TASKLEASE_ADDR: broker.url },
+    );
+    expect(await exited(proc)).toBe(1);
+    expect(proc.output()).toContain('give at least one --grant');
+    expect(existsSync(marker)).toBe(false);
   });
 });

@@ -180,7 +180,7 @@ describe('token exchange (RFC 8693): a CI job’s OIDC token in, its credentials
     expect((await exchange(request(token, 'artifacts-write'))).status).toBe(200);
   });
 
-  it('gives the token back when nothing was issued: a denied exchange can be retried once the policy allows', async () => {
+  it('gives the token back when nothing was issued: a denied exchange does not use it up', async () => {
     const token = await sign('gitlab', { job_id: '501', ref: 'feature-x' });
     const denied = await exchange(request(token, 'artifacts-write'));
     expect(denied.status).toBe(403);
@@ -222,6 +222,41 @@ describe('token exchange (RFC 8693): a CI job’s OIDC token in, its credentials
     expect(after.status).toBe(409);
     expect(after.body.error).toBe('task_not_open');
   });
+
+  it('lets exactly one of concurrent exchanges of one token win, and audits the replays', async () => {
+    const token = await sign('gitlab', { job_id: '801' });
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () => exchange(request(token, 'artifacts-read'))),
+    );
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 400, 400, 400, 400, 400, 400, 400]);
+    const taskId = answers.find((a) => a.status === 200)?.body.task_id;
+    const admin = await broker.admins.sign({ sub: 'oncall@example.com' });
+    const events = (await broker.call('GET', `/v1/audit?task=${taskId}`, admin)).body.events as any[];
+    const replays = events.filter((e) => e.type === 'credential.denied' && /replayed/.test(e.reason));
+    expect(replays).toHaveLength(7);
+  });
+
+  it('tells GitHub jobs of one run apart by check_run_id when the token carries it', async () => {
+    const jobA = await exchange(
+      request(await sign('github-actions', { run_id: '9100', check_run_id: '1' }), 'artifacts-read'),
+    );
+    const jobB = await sign('github-actions', { run_id: '9100', check_run_id: '2' });
+    expect(jobA.status).toBe(200);
+    // Same run, same workflow, even the same job name: another check run is another job.
+    const theirs = await exchange(request(jobB, 'artifacts-read'));
+    expect(theirs.body.task_id).not.toBe(jobA.body.task_id);
+    const read = await broker.call('GET', `/v1/tasks/${jobA.body.task_id}`, jobB);
+    expect(read.status).toBe(404);
+  });
+
+  it.each(['constructor', '__proto__', 'toString'])(
+    'refuses the audience %s: only configured grants count',
+    async (audience) => {
+      const answer = await exchange(request(await sign('gitlab', { job_id: '901' }), audience));
+      expect(answer.status).toBe(400);
+      expect(answer.body.error).toBe('invalid_target');
+    },
+  );
 
   it('accepts a JSON body as well as a form', async () => {
     const answer = await exchange(request(await sign('gitlab', { job_id: '601' }), 'artifacts-read'), 'json');

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
 import { inheritedEnvironment, readVariable, type Env } from '../../config/env';
+import { decodeJwt } from 'jose';
 import { jobTokenSource, type JobTokenSource } from '../job-token';
 import { exchange, type Exchanged } from '../token-exchange-client';
 
@@ -44,41 +46,120 @@ export function credentialEnvironment(grant: string, issued: Exchanged): Record<
 const exitStatus = (code: number | null, signal: NodeJS.Signals | null) =>
   code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
 
-async function completeTask(
-  addr: string,
-  source: JobTokenSource,
-  taskId: string,
-  status: number,
-  signal: string | null,
-) {
-  const outcome = signal ? 'cancelled' : status === 0 ? 'succeeded' : 'failed';
-  const summary = signal
-    ? `tasklease exec: the command ended by ${signal}`
-    : `tasklease exec: the command exited ${status}`;
-  // A fresh token: the one exchanged may have expired while the command ran (GitHub's last minutes).
-  const token = await source.read();
-  const response = await fetch(new URL(`/v1/tasks/${taskId}/complete`, addr), {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ outcome, summary }),
-  });
-  // Completed before (a retry) is as good: its leases are revoked.
-  if (!response.ok && response.status !== 409) {
-    const body = (await response.json().catch(() => ({}))) as { error?: string; message?: string };
-    throw new Error(`${response.status} ${body.error ?? ''} ${body.message ?? ''}`.trim());
+const COMPLETE_ATTEMPTS = 3;
+const COMPLETE_TIMEOUT_MS = 10_000;
+
+/** True while a JWT's `exp` is more than a few seconds away (decoded only: the broker verifies it). */
+function stillValid(token: string): boolean {
+  try {
+    const { exp } = decodeJwt(token);
+    return typeof exp === 'number' && exp * 1000 > Date.now() + 5_000;
+  } catch {
+    return false;
   }
 }
 
 /**
+ * Completes the task, which revokes every credential it holds. The token exchanged first is tried while it
+ * is valid (for SPIFFE and OIDC issuers the token itself is the job: a new one would not reach the task),
+ * then a fresh one from the source (the first may have expired during a long command). A few attempts,
+ * each bounded, so a broker outage cannot hang the job.
+ */
+async function completeTask(
+  addr: string,
+  tokens: { first: string; source: JobTokenSource },
+  taskId: string,
+  result: { status: number; signal: string | null },
+): Promise<void> {
+  const { status, signal } = result;
+  const outcome = signal ? 'cancelled' : status === 0 ? 'succeeded' : 'failed';
+  const summary = signal
+    ? `tasklease exec: the command ended by ${signal}`
+    : `tasklease exec: the command exited ${status}`;
+  let lastError: unknown;
+  for (let attempt = 0; attempt < COMPLETE_ATTEMPTS; attempt++) {
+    try {
+      const token = attempt === 0 && stillValid(tokens.first) ? tokens.first : await tokens.source.read();
+      const response = await fetch(new URL(`/v1/tasks/${taskId}/complete`, addr), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ outcome, summary }),
+        signal: AbortSignal.timeout(COMPLETE_TIMEOUT_MS),
+      });
+      // Completed before (a retry) is as good: its leases are revoked.
+      if (response.ok || response.status === 409) return;
+      const body = (await response.json().catch(() => ({}))) as { error?: string; message?: string };
+      lastError = new Error(`${response.status} ${body.error ?? ''} ${body.message ?? ''}`.trim());
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+  }
+  throw lastError;
+}
+
+/**
+ * Signals from the moment exec starts until the task is completed: while exchanging, the first one stops
+ * the exchanges (what was issued is revoked, nothing runs); while the command runs, they are forwarded to
+ * it; while completing, they are noted and nothing else, so a second Ctrl-C or a CI's SIGINT-then-SIGTERM
+ * cannot kill tasklease before the credentials are revoked.
+ */
+function signalGuard() {
+  let child: ChildProcess | null = null;
+  let received: NodeJS.Signals | null = null;
+  const handler = (signal: NodeJS.Signals) => {
+    received ??= signal;
+    // A terminal's Ctrl-C reaches the whole process group, the command included: do not send it twice.
+    if (child && child.exitCode === null && !(signal === 'SIGINT' && process.stdin.isTTY)) child.kill(signal);
+  };
+  for (const signal of FORWARDED_SIGNALS) process.on(signal, handler);
+  return {
+    received: () => received,
+    attach: (running: ChildProcess | null) => {
+      child = running;
+    },
+    release: () => {
+      for (const signal of FORWARDED_SIGNALS) process.off(signal, handler);
+    },
+  };
+}
+
+/** Runs the command; resolves with its exit status once it has exited (127/126 when it could not start). */
+function run(command: string[], childEnv: NodeJS.ProcessEnv, guard: ReturnType<typeof signalGuard>) {
+  return new Promise<{ status: number; signal: string | null }>((resolve) => {
+    const [file, ...args] = command as [string, ...string[]];
+    const cannotRun = (error: NodeJS.ErrnoException) => {
+      process.stderr.write(`tasklease: cannot run ${file}: ${error.message}\n`);
+      resolve({ status: error.code === 'EACCES' ? 126 : 127, signal: null });
+    };
+    let child: ChildProcess;
+    try {
+      child = spawn(file, args, { stdio: 'inherit', env: childEnv });
+    } catch (error) {
+      // spawn throws at once for some arguments (a NUL byte, an empty file name, E2BIG).
+      cannotRun(error as NodeJS.ErrnoException);
+      return;
+    }
+    guard.attach(child);
+    // 'error' after a successful start is a failed kill, not the end of the command: only 'exit' is.
+    child.once('error', (error) => {
+      if (child.pid === undefined) cannotRun(error);
+    });
+    child.once('exit', (code, signal) => resolve({ status: exitStatus(code, signal), signal }));
+  });
+}
+
+/**
  * `tasklease exec --grant G [--grant ...] -- COMMAND`: exchange the job's token for each grant, run the
- * command with the credentials in its environment, and complete the job's task when it exits, whatever its
- * exit code, so the credentials die with it. Signals reach the command; its exit status is ours.
+ * command with the credentials in its environment, and complete its task when it exits, whatever its exit
+ * code, so the credentials die with it. Each exec is its own task within the job (the `job` sent is the job's
+ * name plus a random suffix), so a job can run several, and a restarted container starts afresh.
  */
 export function registerExecCommand(program: Command, env: () => Env) {
   program
     .command('exec')
     .description('run a command with the job’s credentials, revoked when it exits (RFC 8693 token exchange)')
-    .requiredOption(
+    .option(
       '--grant <name>',
       'a grant to exchange for (repeatable)',
       (value: string, all: string[]) => [...all, value],
@@ -87,74 +168,77 @@ export function registerExecCommand(program: Command, env: () => Env) {
     .option('--token-file <path>', 'read the job token from this file (re-read at completion)')
     .option('--token-env <name>', 'read the job token from this environment variable')
     .option('--audience <aud>', 'the audience to ask GitHub Actions for', 'tasklease')
-    .option('--job <name>', 'this job’s name, to tell jobs of one run apart (default: $GITHUB_JOB)')
+    .option('--job <name>', 'this job’s name, recorded on the task (default: $GITHUB_JOB)')
     .option('--ttl <seconds>', 'a shorter credential life than the grant’s maximum')
     .argument('<command...>', 'the command and its arguments, after --')
     .action(async (command: string[], options) => {
+      const grants = options.grant as string[];
+      if (grants.length === 0) throw new Error('give at least one --grant');
       const e = env();
       const source = jobTokenSource(options, e, readVariable);
-      const job: string | undefined = options.job ?? e.GITHUB_JOB;
-      const token = await source.read();
-      const childEnv: Record<string, string> = {};
-      let taskId: string | undefined;
+      const job = `${options.job ?? e.GITHUB_JOB ?? 'exec'}:${randomBytes(4).toString('hex')}`;
+      const guard = signalGuard();
       try {
-        for (const grant of options.grant as string[]) {
-          const issued = await exchange(e.TASKLEASE_ADDR, token, grant, { job, ttl: options.ttl });
-          taskId = issued.task_id;
-          const variables = credentialEnvironment(grant, issued);
-          const clash = Object.keys(variables).find((name) => name in childEnv);
-          if (clash)
-            throw new Error(`grants ${grant} and an earlier one both set ${clash}: use one of them per exec`);
-          Object.assign(childEnv, variables);
-        }
-      } catch (error) {
-        // Whatever was issued before the failure dies now: nothing runs with half its credentials.
-        if (taskId) {
-          process.stderr.write(
-            `tasklease: not running the command; revoking what task ${taskId} already got\n`,
-          );
-          await completeTask(e.TASKLEASE_ADDR, source, taskId, 1, null).catch(() => undefined);
-        }
-        throw error;
+        process.exitCode = await execute(
+          e.TASKLEASE_ADDR,
+          source,
+          grants,
+          command,
+          { job, ttl: options.ttl },
+          guard,
+        );
+      } finally {
+        guard.release();
       }
-      process.exitCode = await run(
-        command,
-        { ...inheritedEnvironment(), ...childEnv, TASKLEASE_TASK: taskId as string },
-        async (status, signal) => {
-          try {
-            await completeTask(e.TASKLEASE_ADDR, source, taskId as string, status, signal);
-          } catch (error) {
-            process.stderr.write(
-              `tasklease: completing task ${taskId} failed (${(error as Error).message}); its credentials stay valid ` +
-                `until they expire unless an operator revokes them: tasklease lease revoke --task ${taskId}\n`,
-            );
-          }
-        },
-      );
     });
 }
 
-/** Runs the command, forwarding signals; `after` runs once it has exited; resolves with its exit status. */
-function run(
+async function execute(
+  addr: string,
+  source: JobTokenSource,
+  grants: string[],
   command: string[],
-  childEnv: NodeJS.ProcessEnv,
-  after: (status: number, signal: string | null) => Promise<void>,
+  options: { job: string; ttl?: string },
+  guard: ReturnType<typeof signalGuard>,
 ): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const [file, ...args] = command as [string, ...string[]];
-    const child = spawn(file, args, { stdio: 'inherit', env: childEnv });
-    const forward = (signal: NodeJS.Signals) => () => void child.kill(signal);
-    const handlers = FORWARDED_SIGNALS.map((signal) => [signal, forward(signal)] as const);
-    for (const [signal, handler] of handlers) process.on(signal, handler);
-    const done = async (status: number, signal: string | null) => {
-      for (const [name, handler] of handlers) process.off(name, handler);
-      await after(status, signal);
-      resolve(status);
-    };
-    child.once('error', (error) => {
-      process.stderr.write(`tasklease: cannot run ${file}: ${error.message}\n`);
-      void done(127, null).catch(reject);
-    });
-    child.once('exit', (code, signal) => void done(exitStatus(code, signal), signal).catch(reject));
-  });
+  const first = await source.read();
+  const tokens = { first, source };
+  const childEnv: Record<string, string> = {};
+  let taskId: string | undefined;
+  const warn = (what: string, error: unknown) =>
+    process.stderr.write(
+      `tasklease: ${what} task ${taskId} failed (${(error as Error).message}); its credentials stay valid until ` +
+        `they expire unless an operator revokes them: tasklease lease revoke --task ${taskId}\n`,
+    );
+  try {
+    for (const grant of grants) {
+      if (guard.received()) throw new Error(`${guard.received()} received; not running the command`);
+      const issued = await exchange(addr, first, grant, options);
+      taskId = issued.task_id;
+      const variables = credentialEnvironment(grant, issued);
+      const clash = Object.keys(variables).find((name) => name in childEnv);
+      if (clash)
+        throw new Error(`grants ${grant} and an earlier one both set ${clash}: use one of them per exec`);
+      Object.assign(childEnv, variables);
+    }
+    if (guard.received()) throw new Error(`${guard.received()} received; not running the command`);
+  } catch (error) {
+    // Whatever was issued before the failure dies now: nothing runs with half its credentials.
+    if (taskId) {
+      process.stderr.write(`tasklease: not running the command; revoking what task ${taskId} already got\n`);
+      await completeTask(addr, tokens, taskId, { status: 1, signal: null }).catch((failure) =>
+        warn('completing', failure),
+      );
+    }
+    const signal = guard.received();
+    if (signal) {
+      process.stderr.write(`tasklease: ${signal} received; the command was not run\n`);
+      return exitStatus(null, signal);
+    }
+    throw error;
+  }
+  const env = { ...inheritedEnvironment(), ...childEnv, TASKLEASE_TASK: taskId as string };
+  const result = await run(command, env, guard);
+  await completeTask(addr, tokens, taskId as string, result).catch((failure) => warn('completing', failure));
+  return result.status;
 }

@@ -71,7 +71,9 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
           nowMs,
         );
       } else {
-        const grant = config.grants[options.grant as string];
+        const grant = Object.hasOwn(config.grants, options.grant as string)
+          ? config.grants[options.grant as string]
+          : undefined;
         if (!grant) throw new Error(`no grant named ${options.grant} in the config`);
         request = issueRequest(
           identity,

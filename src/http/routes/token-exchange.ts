@@ -1,12 +1,12 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { GrantConfig } from '../../config/schema';
-import { BrokerError, isBrokerError } from '../../domain/errors';
+import { BrokerError } from '../../domain/errors';
 import type { VerifyAttestation } from '../../identity/verify-attestation';
 import type { Logger } from '../../observability/logger';
 import type { BrokerDeps } from '../../usecases/deps';
 import { exchangeToken } from '../../usecases/exchange-token';
-import { errorHandler, fromBodyParser } from '../errors';
+import { toBrokerError } from '../errors';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES = [
@@ -51,6 +51,9 @@ const exchangeBody = z.object({
 
 /** The request's problems in RFC 8693 terms, checked before the token is even verified. */
 function parseExchange(body: unknown) {
+  const grantType = (body as { grant_type?: unknown } | undefined)?.grant_type;
+  if (grantType !== undefined && grantType !== TOKEN_EXCHANGE)
+    throw new BrokerError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE}`);
   const parsed = exchangeBody.safeParse(body ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -78,19 +81,19 @@ const RFC_CODES: Partial<Record<string, string>> = {
   payload_too_large: 'invalid_request',
   unsupported_media_type: 'invalid_request',
   unknown_grant: 'invalid_target',
-  // A subject token that fails verification: RFC 8693 §2.2.2 says invalid_grant, still without the reason.
+  // A subject token that fails verification. RFC 8693 §2.2.2 would say invalid_request; invalid_grant is
+  // RFC 6749's code for a grant that is invalid or expired, which is what the broker's users look for.
   unauthenticated: 'invalid_grant',
 };
 
 function exchangeError(logger: Logger) {
-  const shared = errorHandler(logger);
-  return (error: unknown, req: Request, res: Response) => {
-    if (!isBrokerError(error)) return shared(error, req, res, () => undefined);
+  return (thrown: unknown, req: Request, res: Response) => {
+    // Anything, a Redis outage or a bug included, answers in the RFC's shape (logged in full by toBrokerError).
+    const error = toBrokerError(thrown, logger, { method: req.method, path: req.path });
     const code = RFC_CODES[error.code] ?? error.code;
     const status = code === 'invalid_grant' || code === 'invalid_request' ? 400 : error.status;
-    if (error.status >= 500)
-      logger.error({ err: error.cause ?? error, detail: error.detail, code }, error.message);
-    else if (error.detail) logger.info({ code, detail: error.detail }, 'token exchange refused');
+    if (error.status < 500 && error.detail)
+      logger.info({ code, detail: error.detail }, 'token exchange refused');
     res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
     res
       .status(status)
@@ -104,8 +107,7 @@ function exchangeError(logger: Logger) {
  */
 export function tokenExchangeErrors(logger: Logger) {
   const fail = exchangeError(logger);
-  return (error: unknown, req: Request, res: Response, _next: NextFunction) =>
-    fail(isBrokerError(error) ? error : (fromBodyParser(error as { type?: string }) ?? error), req, res);
+  return (error: unknown, req: Request, res: Response, _next: NextFunction) => fail(error, req, res);
 }
 
 /** RFC 8693 token exchange at POST /v1/token: a CI job's OIDC token in, one grant's credential out. */
@@ -116,17 +118,22 @@ export function tokenExchangeRoutes(deps: BrokerDeps, verify: VerifyAttestation,
   router.post('/v1/token', async (req, res) => {
     try {
       const request = parseExchange(req.body);
-      const grant = deps.config.grants[request.audience as string];
+      // The token first: nobody learns which grants exist, or what they issue, without a valid one.
+      const identity = await verify(request.subject_token);
+      const name = request.audience as string;
+      // Own keys only: `constructor` or `__proto__` must not pass for a grant.
+      const grant = Object.hasOwn(deps.config.grants, name) ? deps.config.grants[name] : undefined;
       if (!grant) throw new BrokerError('invalid_target', 'audience names no configured grant');
       const issuedType = issuedTypeOf(grant);
       const acceptable =
         grant.provider === 'jwt' ? [JWT_TYPE, 'urn:ietf:params:oauth:token-type:access_token'] : [issuedType];
       if (request.requested_token_type && !acceptable.includes(request.requested_token_type))
         throw new BrokerError('invalid_request', `grant ${request.audience} issues ${issuedType}`);
-      const identity = await verify(request.subject_token);
+      const scopes = request.scope?.split(' ').filter(Boolean);
       const issued = await exchangeToken(deps, identity, {
-        grant: request.audience as string,
-        scopes: request.scope?.split(' ').filter(Boolean),
+        grant: name,
+        // An empty `scope=` is no scope parameter at all, not a request for none.
+        scopes: scopes?.length ? scopes : undefined,
         job: request.job,
         ttlSeconds: request.ttl_seconds,
       });
@@ -143,7 +150,7 @@ export function tokenExchangeRoutes(deps: BrokerDeps, verify: VerifyAttestation,
         // RFC 8693 §2.2.1: N_A when the issued token is not an OAuth access token.
         token_type: jwt ? 'Bearer' : 'N_A',
         expires_in: Math.max(0, Math.floor((endsAtMs - deps.nowMs()) / 1000)),
-        ...(jwt ? { scope: request.scope ?? grant.scopes.join(' ') } : { credential }),
+        ...(jwt ? { scope: scopes?.length ? scopes.join(' ') : grant.scopes.join(' ') } : { credential }),
         lease_id: issued.leaseId,
         task_id: issued.taskId,
         expires_at: issued.expiresAt,
