@@ -93,6 +93,15 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
       .leases as any[];
     return leases;
   };
+  /** The task's one lease ends revoked, and the task was completed with `outcome`. */
+  async function expectRevoked(task: string, outcome: string) {
+    await waitFor(async () => {
+      const leases = await taskOf(task);
+      return leases.length === 1 && leases[0].state === 'revoked';
+    }, 10_000);
+    const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
+    expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe(outcome);
+  }
   /** The task id and credentials the command saw, printed by the script as one JSON line. */
   const seen = (proc: TaskleaseProcess) => JSON.parse(/^SEEN (.*)$/m.exec(proc.output())?.[1] ?? 'null');
   const PRINT =
@@ -118,13 +127,7 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
   it('keeps the command’s exit code, and revokes on failure too', async () => {
     const proc = exec(['artifacts-read'], await jobTokenFile(), `${PRINT} process.exit(3);`);
     expect(await exited(proc)).toBe(3);
-    const { task } = seen(proc);
-    await waitFor(async () => {
-      const leases = await taskOf(task);
-      return leases.length === 1 && leases.every((l) => l.state === 'revoked');
-    }, 10_000);
-    const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
-    expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('failed');
+    await expectRevoked(seen(proc).task, 'failed');
   });
 
   it('forwards SIGTERM to the command, and revokes when it has gone', async () => {
@@ -137,13 +140,7 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
     proc.child.kill('SIGTERM');
     // The command had no handler: SIGTERM ended it, and tasklease reports it as a shell would.
     expect(await exited(proc)).toBe(143);
-    const { task } = seen(proc);
-    await waitFor(async () => {
-      const leases = await taskOf(task);
-      return leases.length === 1 && leases.every((l) => l.state === 'revoked');
-    }, 10_000);
-    const audit = (await broker.call('GET', `/v1/audit?task=${task}`, await admin())).body.events as any[];
-    expect(audit.find((e) => e.type === 'task.completed')?.reason).toBe('cancelled');
+    await expectRevoked(seen(proc).task, 'cancelled');
   });
 
   it('runs nothing when a grant cannot be had, and revokes what was already issued', async () => {
