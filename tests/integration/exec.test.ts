@@ -1,4 +1,5 @@
 import { existsSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { decodeJwt } from 'jose';
 import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
@@ -220,5 +221,90 @@ describe('tasklease exec: a command with the job’s credentials, revoked when i
     expect(await exited(proc)).toBe(1);
     expect(proc.output()).toContain('give at least one --grant');
     expect(existsSync(marker)).toBe(false);
+  });
+
+  /**
+   * A loopback proxy in front of the broker that holds chosen calls for `holdMs` before passing them on:
+   * the window in which a test sends signals.
+   */
+  async function slowProxy(hold: (req: IncomingMessage, body: string) => boolean, holdMs: number) {
+    const held: string[] = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', async () => {
+        if (hold(req, body)) {
+          held.push(req.url ?? '');
+          await new Promise((resolve) => setTimeout(resolve, holdMs));
+        }
+        const answer = await fetch(`${broker.url}${req.url}`, {
+          method: req.method,
+          headers: Object.fromEntries(
+            Object.entries(req.headers).filter(
+              ([name]) => !['host', 'content-length', 'connection'].includes(name),
+            ),
+          ) as Record<string, string>,
+          body: req.method === 'GET' ? undefined : body,
+        });
+        res.writeHead(answer.status, {
+          'content-type': answer.headers.get('content-type') ?? 'application/json',
+        });
+        res.end(await answer.text());
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    return { url, held, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  }
+
+  it('a CI cancel (SIGINT, then SIGTERM) while completing cannot stop the revocation or change the exit status', async () => {
+    const proxy = await slowProxy((req) => (req.url ?? '').endsWith('/complete'), 1500);
+    try {
+      const args = ['exec', '--grant', 'artifacts-read', '--token-file', await jobTokenFile()];
+      const proc = spawnTasklease([...args, '--', process.execPath, '-e', `${PRINT} process.exit(5);`], {
+        TASKLEASE_ADDR: proxy.url,
+      });
+      await waitFor(async () => proxy.held.length > 0, 10_000);
+      proc.child.kill('SIGINT');
+      proc.child.kill('SIGTERM');
+      expect(await exited(proc)).toBe(5);
+      await expectRevoked(seen(proc).task, 'failed');
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a signal while exchanging runs nothing, revokes what was issued, and exits as the signal', async () => {
+    const proxy = await slowProxy(
+      (req, body) => req.url === '/v1/token' && body.includes('audience=spare-read'),
+      1500,
+    );
+    const marker = path.join(dir, 'ran-after-signal');
+    try {
+      const args = [
+        'exec',
+        '--grant',
+        'artifacts-read',
+        '--grant',
+        'spare-read',
+        '--token-file',
+        await jobTokenFile(),
+      ];
+      const script = `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x')`;
+      const proc = spawnTasklease([...args, '--', process.execPath, '-e', script], {
+        TASKLEASE_ADDR: proxy.url,
+      });
+      await waitFor(async () => proxy.held.length > 0, 10_000);
+      proc.child.kill('SIGTERM');
+      expect(await exited(proc)).toBe(143);
+      expect(existsSync(marker)).toBe(false);
+      const task = /revoking what task ([0-9a-f]{32}) already got/.exec(proc.output())?.[1] as string;
+      await waitFor(async () => {
+        const leases = await taskOf(task);
+        return leases.length === 2 && leases.every((l) => l.state === 'revoked');
+      }, 10_000);
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -361,6 +361,25 @@ describe('token exchange for a credential that is not a JWT', () => {
         task: body.task_id,
         lease: body.lease_id,
       });
+
+      // Vault down: a server-side failure answers in the RFC's shape too, never cached.
+      await vault.stop();
+      const down = await fetch(`${broker.url}/v1/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: TOKEN_EXCHANGE,
+          subject_token: await github.sign(claimsOf('github-actions')),
+          subject_token_type: JWT_TYPE,
+          audience: 'deploy-token',
+        }).toString(),
+      });
+      expect(down.status).toBe(503);
+      expect(down.headers.get('cache-control')).toBe('no-store');
+      expect(await down.json()).toEqual({
+        error: 'unavailable',
+        error_description: 'a backend the broker needs is unavailable; nothing was issued',
+      });
     } finally {
       await broker.close();
       await vault.close();
