@@ -252,6 +252,14 @@ export const configSchema = z
         maxTaskTtlSeconds: seconds(7 * 86400).default(86400),
         /** Cap on active leases across the broker; beyond it, issuance answers 429. */
         maxActiveLeases: z.number().int().positive().default(1_000_000),
+        /** Quotas on unsettled leases per identity (issuer + subject) and per task; omitted, none. */
+        maxActiveLeasesPerIdentity: z.number().int().positive().optional(),
+        maxActiveLeasesPerTask: z.number().int().positive().optional(),
+        /**
+         * Requests per minute per identity on the workload and admin API and token exchange, counted in Redis so
+         * the limit holds across replicas; omitted, no limit.
+         */
+        requestsPerMinutePerIdentity: z.number().int().positive().max(1_000_000).optional(),
         /** How long a settled lease and a finished task stay readable. */
         retentionSeconds: seconds(90 * 86400).default(7 * 86400),
       })

@@ -52,6 +52,10 @@ export const ERROR_CATALOGUE = {
     status: 400,
     summary: 'Token exchange: grant_type is not urn:ietf:params:oauth:grant-type:token-exchange.',
   },
+  rate_limited: {
+    status: 429,
+    summary: 'The identity sent more requests this minute than `broker.requestsPerMinutePerIdentity` allows.',
+  },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
   placeholder_rejected: {
     status: 400,

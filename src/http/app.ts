@@ -8,6 +8,8 @@ import type { BrokerDeps } from '../usecases/deps';
 import { BrokerError } from '../domain/errors';
 import { authenticate } from './authenticate';
 import { errorHandler, notFound } from './errors';
+import { createRateLimit, rateLimitMiddleware } from './rate-limit';
+import { RedisKeys } from '../leases/keys';
 import { adminRoutes } from './routes/admin';
 import { oauthRoutes } from './routes/oauth';
 import { systemRoutes } from './routes/system';
@@ -47,7 +49,13 @@ export function createApp(deps: AppDeps): Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }));
 
   const auth = authenticate(deps.verify);
+  const rateLimit = createRateLimit(
+    deps.redis,
+    new RedisKeys(deps.broker.config.broker.redisPrefix),
+    deps.broker.config.broker.requestsPerMinutePerIdentity,
+  );
   app.use(['/v1/tasks', '/v1/leases', '/v1/audit'], auth);
+  if (rateLimit) app.use(['/v1/tasks', '/v1/leases', '/v1/audit'], rateLimitMiddleware(rateLimit));
   // A JSON call with another body type fails loudly instead of arriving as an empty body.
   app.use(['/v1/tasks', '/v1/leases'], (req, _res, next) => {
     if (req.method === 'POST' && req.headers['content-length'] !== '0' && !req.is('application/json')) {
@@ -58,7 +66,7 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(systemRoutes({ redis: deps.redis, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }));
   app.use(oauthRoutes(deps.broker, deps.inspectToken, auth));
-  app.use(tokenExchangeRoutes(deps.broker, deps.verify, deps.logger));
+  app.use(tokenExchangeRoutes(deps.broker, deps.verify, deps.logger, rateLimit));
   app.use(taskRoutes(deps.broker));
   app.use(adminRoutes(deps.broker));
   app.use('/v1/token', tokenExchangeErrors(deps.logger));

@@ -10,6 +10,10 @@ export class RedisKeys {
   taskLeases = (taskId: string) => `${this.prefix}task-leases:${taskId}`;
   identityLeases = (identityKey: string) => `${this.prefix}identity-leases:${identityKey}`;
   grantLeases = (grant: string) => `${this.prefix}grant-leases:${grant}`;
+  /** How many unsettled leases an identity holds (its quota); up at create, down at settle. */
+  identityActive = (identityKey: string) => `${this.prefix}identity-active:${identityKey}`;
+  /** rate-limiter-flexible's own keys, one per identity. */
+  rateLimit = () => `${this.prefix}rate`;
   /** Unsettled leases (active, revoking, irrevocable), scored by when the sweeper must act on them. */
   due = () => `${this.prefix}leases:due`;
   /** Leases whose revocation failed, scored by when they became irrevocable. */

@@ -7,15 +7,20 @@ import { luaScript } from './lua-script';
  * Writes a lease, its three indexes, its due-index entry and the task's active count in one atomic step,
  * only if the task is still open, the lease cap is not reached and the lease does not exist yet — and, in the
  * same step, the audit entry that records it (so a lease never exists without its `credential.issued`).
- * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due, audit
- * ARGV: cap, nowMs, expiresAtMs, id, auditEntry, fields...
+ * Quotas (0 = none): unsettled leases in total, per task, per identity.
+ * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due, audit, identityActive
+ * ARGV: cap, nowMs, expiresAtMs, id, auditEntry, identityCap, taskCap, fields...
  */
 const CREATE_LEASE = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return 'task_not_open' end
 if tonumber(redis.call('HGET', KEYS[2], 'expiresAtMs')) <= tonumber(ARGV[2]) then return 'task_not_open' end
 if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[1]) then return 'cap' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local taskCap = tonumber(ARGV[7])
+if taskCap > 0 and tonumber(redis.call('HGET', KEYS[2], 'activeLeases') or '0') >= taskCap then return 'task_cap' end
+local identityCap = tonumber(ARGV[6])
+if identityCap > 0 and tonumber(redis.call('GET', KEYS[8]) or '0') >= identityCap then return 'identity_cap' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('SADD', KEYS[3], ARGV[4])
 local taskTtl = redis.call('PTTL', KEYS[2])
 if taskTtl > 0 then redis.call('PEXPIRE', KEYS[3], taskTtl) end
@@ -23,13 +28,15 @@ redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'activeLeases', 1)
+redis.call('INCR', KEYS[8])
 redis.call('XADD', KEYS[7], '*', 'event', ARGV[5])
 return 'ok'`);
 
 /**
  * Settles a lease (revoked or expired) once: state, what revocation did, out of the due and irrevocable
  * indexes, into the settled index (purged after the retention period), the task's active count down.
- * KEYS: lease, due, irrevocable, task, settled   ARGV: id, state, revocation, nowMs, reason, revocationDetail
+ * KEYS: lease, due, irrevocable, task, settled
+ * ARGV: id, state, revocation, nowMs, reason, revocationDetail, keyPrefix (for the identity's active count)
  */
 const SETTLE_LEASE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -43,6 +50,9 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'revocationDetail', ARGV[6]) e
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'activeLeases', -1) end
+local who = redis.call('HMGET', KEYS[1], 'issuer', 'subject')
+local active = ARGV[7] .. 'identity-active:' .. tostring(who[1]) .. '/' .. tostring(who[2])
+if tonumber(redis.call('GET', active) or '0') > 0 then redis.call('DECR', active) end
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 return 'settled'`);
 
@@ -87,7 +97,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
 return 'irrevocable'`);
 
-export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap';
+export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap' | 'task_cap' | 'identity_cap';
 
 const serialise = (lease: Lease): string[] => {
   const fields: Record<string, string | number | undefined> = {
@@ -149,7 +159,13 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
     /** `auditEntry`: the serialised audit event appended with the lease (see audit/audit-log.ts). */
     async create(
       lease: Lease,
-      options: { maxActiveLeases: number; nowMs: number; auditEntry: string },
+      options: {
+        maxActiveLeases: number;
+        maxActiveLeasesPerIdentity?: number;
+        maxActiveLeasesPerTask?: number;
+        nowMs: number;
+        auditEntry: string;
+      },
     ): Promise<CreateLeaseResult> {
       const keyList = [
         keys.lease(lease.id),
@@ -159,9 +175,19 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.grantLeases(lease.grant),
         keys.due(),
         keys.audit(),
+        keys.identityActive(identityKey(lease.issuer, lease.subject)),
       ];
       const { maxActiveLeases, nowMs, auditEntry } = options;
-      const args = [maxActiveLeases, nowMs, lease.expiresAtMs, lease.id, auditEntry, ...serialise(lease)];
+      const args = [
+        maxActiveLeases,
+        nowMs,
+        lease.expiresAtMs,
+        lease.id,
+        auditEntry,
+        options.maxActiveLeasesPerIdentity ?? 0,
+        options.maxActiveLeasesPerTask ?? 0,
+        ...serialise(lease),
+      ];
       return (await run(CREATE_LEASE, keyList, args)) as CreateLeaseResult;
     },
 
@@ -210,7 +236,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.settled(),
       ];
       const { state, revocation, reason = '', detail = '' } = outcome;
-      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason, detail]);
+      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason, detail, keys.prefix]);
     },
 
     /** Drops settled leases past the retention period; returns how many went. */

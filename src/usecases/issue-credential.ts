@@ -191,6 +191,8 @@ async function recordLease(
   try {
     const options = {
       maxActiveLeases: deps.config.broker.maxActiveLeases,
+      maxActiveLeasesPerIdentity: deps.config.broker.maxActiveLeasesPerIdentity,
+      maxActiveLeasesPerTask: deps.config.broker.maxActiveLeasesPerTask,
       nowMs,
       auditEntry: serializeAuditEvent(audit),
     };
@@ -214,6 +216,16 @@ async function recordLease(
   await provider.revoke(lease, { nowMs, neverIssued: true }).catch(() => undefined);
   if (result === 'cap')
     throw new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
+  if (result === 'identity_cap')
+    throw new BrokerError(
+      'lease_limit_reached',
+      `this identity holds its quota of ${deps.config.broker.maxActiveLeasesPerIdentity} active leases`,
+    );
+  if (result === 'task_cap')
+    throw new BrokerError(
+      'lease_limit_reached',
+      `this task holds its quota of ${deps.config.broker.maxActiveLeasesPerTask} active leases`,
+    );
   if (result === 'task_not_open')
     throw new BrokerError('task_not_open', 'the task was completed or expired meanwhile');
   throw new BrokerError('internal', 'lease id collision', { detail: `lease ${lease.id} existed` });

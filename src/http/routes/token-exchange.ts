@@ -7,6 +7,7 @@ import type { Logger } from '../../observability/logger';
 import type { BrokerDeps } from '../../usecases/deps';
 import { exchangeToken } from '../../usecases/exchange-token';
 import { toBrokerError } from '../errors';
+import type { RateLimit } from '../rate-limit';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES = [
@@ -111,7 +112,12 @@ export function tokenExchangeErrors(logger: Logger) {
 }
 
 /** RFC 8693 token exchange at POST /v1/token: a CI job's OIDC token in, one grant's credential out. */
-export function tokenExchangeRoutes(deps: BrokerDeps, verify: VerifyAttestation, logger: Logger): Router {
+export function tokenExchangeRoutes(
+  deps: BrokerDeps,
+  verify: VerifyAttestation,
+  logger: Logger,
+  rateLimit: RateLimit | null,
+): Router {
   const router = Router();
   const fail = exchangeError(logger);
 
@@ -120,6 +126,7 @@ export function tokenExchangeRoutes(deps: BrokerDeps, verify: VerifyAttestation,
       const request = parseExchange(req.body);
       // The token first: nobody learns which grants exist, or what they issue, without a valid one.
       const identity = await verify(request.subject_token);
+      if (rateLimit) await rateLimit(identity, res);
       const name = request.audience as string;
       // Own keys only: `constructor` or `__proto__` must not pass for a grant.
       const grant = Object.hasOwn(deps.config.grants, name) ? deps.config.grants[name] : undefined;
