@@ -264,6 +264,21 @@ export const configSchema = z
         retentionSeconds: seconds(90 * 86400).default(7 * 86400),
       })
       .prefault({}),
+    /** Where on-call hears of leases that could not be revoked. */
+    alerts: z
+      .strictObject({
+        /** POSTed a JSON summary when leases become irrevocable; https, or http to loopback. */
+        irrevocableWebhook: httpUrl
+          .refine(
+            (url) =>
+              url.startsWith('https://') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(url),
+            'https:// (http:// only to loopback)',
+          )
+          .optional(),
+        /** Irrevocable leases within this window go out as one alert. */
+        debounceSeconds: z.number().int().min(1).max(3600).default(30),
+      })
+      .prefault({}),
     /** RFC 8693 token exchange at POST /v1/token. */
     tokenExchange: z
       .strictObject({

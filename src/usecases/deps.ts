@@ -1,6 +1,7 @@
 import type { ExchangeReplay } from '../identity/exchange-replay';
 import type { AuditLog } from '../audit/audit-log';
 import type { Config } from '../config/schema';
+import type { Lease } from '../domain/types';
 import type { LeaseStore } from '../leases/lease-store';
 import type { RevocationQueue } from '../leases/revocation-queue';
 import type { PolicyEngine } from '../policy/cedar-engine';
@@ -14,6 +15,8 @@ export interface UseCaseEvents {
   denied(action: string, reason: string, context: Record<string, string>): void;
   settled(lease: { id: string; provider: string; expiresAtMs: number }, state: string, nowMs: number): void;
   revocationFailed(leaseId: string, provider: string, error: string, final: boolean): void;
+  /** A lease just became irrevocable (after the failure above): on-call must hear of it. */
+  irrevocable(lease: Lease, reason: string, nowMs: number): void;
   /** The expiry job could not be queued; the sweeper will revoke the lease at expiry instead. */
   scheduleFailed(leaseId: string, error: string): void;
 }

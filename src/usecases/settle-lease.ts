@@ -49,6 +49,8 @@ export async function settleLease(
       const retryAtMs = nowMs + deps.config.revocation.irrevocableRetrySeconds * 1000;
       await deps.leases.markIrrevocable(leaseId, message, nowMs, retryAtMs);
       await deps.audit.append({ type: 'lease.irrevocable', atMs: nowMs, ...base, reason: message });
+      // Once, when it becomes irrevocable; the sweeper's later retries of it do not page again.
+      if (lease.state !== 'irrevocable') deps.events.irrevocable(lease, message, nowMs);
     } else {
       await deps.audit.append({ type: 'lease.revoke_failed', atMs: nowMs, ...base, reason: message });
     }

@@ -17,6 +17,7 @@ import {
 } from '../leases/redis';
 import { createRevocationQueue } from '../leases/revocation-queue';
 import type { Logger } from '../observability/logger';
+import { createIrrevocableAlerts, type IrrevocableAlerts } from '../observability/alerts';
 import { createMetrics, type Metrics } from '../observability/metrics';
 import { createPolicyEngine, type PolicyEngine } from '../policy/cedar-engine';
 import { createAwsClients } from '../providers/aws-sts/aws-clients';
@@ -42,8 +43,19 @@ export interface BrokerContext {
 /** Lease ids and task ids: 122 random bits (UUID v4), URL-safe, no dashes to trip anyone. */
 const newId = () => randomUUID().replaceAll('-', '');
 
-function useCaseEvents(metrics: Metrics, logger: Logger): UseCaseEvents {
+function useCaseEvents(metrics: Metrics, logger: Logger, alerts: IrrevocableAlerts | null): UseCaseEvents {
   return {
+    irrevocable: (lease, reason, nowMs) =>
+      alerts?.notify({
+        leaseId: lease.id,
+        grant: lease.grant,
+        provider: lease.provider,
+        task: lease.taskId,
+        issuer: lease.issuer,
+        subject: lease.subject,
+        reason,
+        atMs: nowMs,
+      }),
     issued: (grant, provider, durationMs) => {
       metrics.issued.inc({ grant, provider });
       metrics.issuanceSeconds.observe({ provider }, durationMs / 1000);
@@ -149,6 +161,14 @@ export async function createBrokerContext(options: {
   const vault = vaultClient(config, options.vault, logger);
   if (vault) providers.set('vault', createVaultProvider(vault));
   const verifier = servesApi ? createVerifier(config, metrics, logger, nowMs) : null;
+  const alerts = config.alerts.irrevocableWebhook
+    ? createIrrevocableAlerts({
+        url: config.alerts.irrevocableWebhook,
+        debounceMs: config.alerts.debounceSeconds * 1000,
+        brokerIssuer: config.broker.issuer,
+        logger,
+      })
+    : null;
 
   const deps: BrokerDeps = {
     config,
@@ -161,7 +181,7 @@ export async function createBrokerContext(options: {
     exchangeReplay: createExchangeReplay(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
     signingKeys: options.signingKeys as SigningKeyRing,
-    events: useCaseEvents(metrics, logger),
+    events: useCaseEvents(metrics, logger, alerts),
     nowMs,
     newId,
   };
@@ -174,6 +194,7 @@ export async function createBrokerContext(options: {
     verifier,
     async close() {
       verifier?.close();
+      await alerts?.flush();
       // With Redis gone, stop reconnecting first so closing does not wait on it.
       if (redis.status !== 'ready') redis.disconnect();
       await queue.close();

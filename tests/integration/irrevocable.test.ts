@@ -1,3 +1,4 @@
+import { createServer, type Server } from 'node:http';
 import { startRevocationWorker } from '../../src/jobs/revocation-worker';
 import { startSweeper } from '../../src/jobs/sweeper';
 import { connectRedis } from '../../src/leases/redis';
@@ -14,9 +15,23 @@ describe('a revocation that keeps failing', () => {
   let backendDown = true;
   let attempts = 0;
   let stop: () => Promise<void>;
+  /** A local alert receiver: every POST body it got. */
+  const alerts: any[] = [];
+  let receiver: Server;
 
   beforeAll(async () => {
+    receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        alerts.push(JSON.parse(body));
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const port = (receiver.address() as { port: number }).port;
     broker = await startTestBroker({
+      alerts: { irrevocableWebhook: `http://127.0.0.1:${port}/hooks/tasklease`, debounceSeconds: 1 },
       worker: false,
       revocation: { attempts: 3, backoffMs: 50, irrevocableRetrySeconds: 1, sweepIntervalMs: 200 },
     });
@@ -52,6 +67,7 @@ describe('a revocation that keeps failing', () => {
   afterAll(async () => {
     await stop();
     await broker.close();
+    await new Promise<void>((resolve) => receiver.close(() => resolve()));
   });
 
   it('becomes irrevocable after the last attempt, is listed and counted, and settles once the backend is back', async () => {
@@ -62,16 +78,38 @@ describe('a revocation that keeps failing', () => {
       grant: 'artifacts-read',
       ttlSeconds: 1,
     });
+    // A second lease failing at the same moment: the debounced alert carries both, in one POST.
+    const second = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+      ttlSeconds: 1,
+    });
 
     const listed = await waitFor(async () => {
       const response = await broker.call('GET', '/v1/leases?state=irrevocable', admin);
-      return response.body.leases.find((l: { leaseId: string }) => l.leaseId === issued.body.leaseId);
+      const leases = response.body.leases as Array<{ leaseId: string; lastError?: string }>;
+      const ids = leases.map((l) => l.leaseId);
+      return ids.includes(second.body.leaseId) ? leases.find((l) => l.leaseId === issued.body.leaseId) : null;
     }, 10_000);
     expect(attempts).toBeGreaterThanOrEqual(3);
     expect(listed.lastError).toBe('backend unavailable (503)');
     const metrics = (await broker.call('GET', '/metrics', null)).body as string;
-    expect(metrics).toMatch(/^tasklease_irrevocable_leases 1$/m);
-    expect(metrics).toMatch(/tasklease_revocation_failures_total\{provider="jwt",final="true"\} 1/);
+    expect(metrics).toMatch(/^tasklease_irrevocable_leases 2$/m);
+    // At least the two (the sweeper may already have retried them, failing again).
+    expect(metrics).toMatch(/tasklease_revocation_failures_total\{provider="jwt",final="true"\} [2-9]/);
+    const alert = await waitFor(async () => alerts[0], 10_000);
+    expect(alert).toMatchObject({
+      event: 'tasklease.leases.irrevocable',
+      broker: 'tasklease-test',
+      count: 2,
+    });
+    expect(alert.leases.map((l: any) => l.leaseId).sort()).toEqual(
+      [issued.body.leaseId, second.body.leaseId].sort(),
+    );
+    expect(alert.leases[0]).toMatchObject({
+      grant: 'artifacts-read',
+      provider: 'jwt',
+      reason: 'backend unavailable (503)',
+    });
     const audit = await broker.call('GET', `/v1/audit?lease=${issued.body.leaseId}`, admin);
     expect(audit.body.events.map((e: { type: string }) => e.type)).toEqual(
       expect.arrayContaining(['credential.issued', 'lease.revoke_failed', 'lease.irrevocable']),
@@ -85,6 +123,8 @@ describe('a revocation that keeps failing', () => {
     // Settled by a retry after the backend came back: it expired, nobody asked to revoke it early.
     expect(settled?.revocation).toBe('expired-at-source');
     expect(await broker.context.deps.leases.countIrrevocable()).toBe(0);
+    // The sweeper's retries while the backend was still down did not page again.
+    expect(alerts).toHaveLength(1);
     expect(await broker.context.deps.leases.countUnsettled()).toBe(0);
   }, 30_000);
 });

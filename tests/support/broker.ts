@@ -68,6 +68,7 @@ export interface TestBrokerOptions {
   resourceServers?: ConfigInput['resourceServers'];
   /** Another Redis than the shared test one (a test that stops its Redis). */
   redisUrl?: string;
+  alerts?: ConfigInput['alerts'];
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
   /** Where log lines go (a test that reads them); the level is then `debug`. */
@@ -110,6 +111,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     resourceServers: options.resourceServers ?? [{ issuer: 'corp', subjects: ['artifacts-api'] }],
     broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
+    ...(options.alerts ? { alerts: options.alerts } : {}),
   };
   const configFile = path.join(dir, 'tasklease.json');
   writeFileSync(configFile, JSON.stringify(input));
