@@ -10,7 +10,8 @@ export type AuditType =
   | 'lease.revoke_requested'
   | 'lease.settled'
   | 'lease.revoke_failed'
-  | 'lease.irrevocable';
+  | 'lease.irrevocable'
+  | 'lease.force_closed';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {

@@ -44,9 +44,20 @@ export interface Task {
   job?: Record<string, string>;
 }
 
-export const LEASE_STATES = ['active', 'revoking', 'revoked', 'expired', 'irrevocable'] as const;
+export const LEASE_STATES = [
+  'active',
+  'revoking',
+  'revoked',
+  'expired',
+  'irrevocable',
+  'force-closed',
+] as const;
 export type LeaseState = (typeof LEASE_STATES)[number];
-export const TERMINAL_LEASE_STATES: ReadonlySet<LeaseState> = new Set(['revoked', 'expired']);
+/**
+ * `force-closed`: an admin closed the lease although the backend could not revoke it (`force`); the
+ * credential may still work at its source, and the lease says so. Never counted as a clean revocation.
+ */
+export const TERMINAL_LEASE_STATES: ReadonlySet<LeaseState> = new Set(['revoked', 'expired', 'force-closed']);
 /** Revoked or expired: nothing left to do. Every other state is still owed a revocation. */
 export const isSettled = (state: LeaseState): boolean => TERMINAL_LEASE_STATES.has(state);
 
@@ -72,6 +83,8 @@ export interface Lease {
   revokeReason?: string;
   attempts: number;
   lastError?: string;
+  /** An admin asked to revoke it with `force`: if the backend refuses, the lease is force-closed. */
+  forced?: boolean;
 }
 
 export const identityKey = (issuer: string, subject: string): string => `${issuer}/${subject}`;

@@ -41,7 +41,7 @@ return 'ok'`);
 const SETTLE_LEASE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
-if state == 'revoked' or state == 'expired' then return 'already' end
+if state == 'revoked' or state == 'expired' or state == 'force-closed' then return 'already' end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'revocation', ARGV[3], 'revokedAtMs', ARGV[4])
 if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'revokeReason') then
   redis.call('HSET', KEYS[1], 'revokeReason', ARGV[5])
@@ -78,11 +78,16 @@ return #ids`);
 /**
  * Moves an active (or irrevocable) lease to revoking and makes it due now, so the sweeper re-queues it if
  * the revocation job is lost. Answers 'started', or the state that prevented it.
- * KEYS: lease, due   ARGV: id, nowMs, reason
+ * With `force` ('1'), the lease (also one already revoking) is marked so the worker force-closes it if the
+ * backend refuses.
+ * KEYS: lease, due   ARGV: id, nowMs, reason, force
  */
 const MARK_REVOKING = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
+if ARGV[4] == '1' and (state == 'active' or state == 'irrevocable' or state == 'revoking') then
+  redis.call('HSET', KEYS[1], 'forced', '1')
+end
 if state ~= 'active' and state ~= 'irrevocable' then return state end
 redis.call('HSET', KEYS[1], 'state', 'revoking', 'revokeReason', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -91,7 +96,7 @@ return 'started'`);
 /** KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error */
 const MARK_IRREVOCABLE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'revoked' or state == 'expired' then return 'settled' end
+if not state or state == 'revoked' or state == 'expired' or state == 'force-closed' then return 'settled' end
 redis.call('HSET', KEYS[1], 'state', 'irrevocable', 'lastError', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
@@ -137,6 +142,7 @@ const parse = (hash: Record<string, string>): Lease | null => {
     revokeReason: hash.revokeReason,
     attempts: Number(hash.attempts ?? 0),
     lastError: hash.lastError,
+    ...(hash.forced === '1' ? { forced: true } : {}),
   };
 };
 
@@ -218,14 +224,23 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
       return sets.length === 1 ? redis.smembers(sets[0] as string) : redis.sinter(...sets);
     },
 
-    async markRevoking(leaseId: string, reason: string, nowMs: number): Promise<string> {
-      return run(MARK_REVOKING, [keys.lease(leaseId), keys.due()], [leaseId, nowMs, reason]);
+    async markRevoking(leaseId: string, reason: string, nowMs: number, force = false): Promise<string> {
+      return run(
+        MARK_REVOKING,
+        [keys.lease(leaseId), keys.due()],
+        [leaseId, nowMs, reason, force ? '1' : '0'],
+      );
     },
 
     async settle(
       leaseId: string,
       taskId: string,
-      outcome: { state: 'revoked' | 'expired'; revocation: string; detail?: string; reason?: string },
+      outcome: {
+        state: 'revoked' | 'expired' | 'force-closed';
+        revocation: string;
+        detail?: string;
+        reason?: string;
+      },
       nowMs: number,
     ) {
       const keyList = [

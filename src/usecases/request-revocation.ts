@@ -21,7 +21,7 @@ export async function requestRevocation(
   leases: readonly Lease[],
   reason: string,
   actor: string,
-  options: { dryRun?: boolean } = {},
+  options: { dryRun?: boolean; force?: boolean } = {},
 ): Promise<RevocationSummary> {
   const live = leases.filter((lease) => !isSettled(lease.state));
   const byGrant: Record<string, number> = {};
@@ -39,7 +39,7 @@ export async function requestRevocation(
   for (let i = 0; i < live.length; i += REVOKE_CHUNK) {
     const chunk = live.slice(i, i + REVOKE_CHUNK);
     const results = await Promise.all(
-      chunk.map((lease) => deps.leases.markRevoking(lease.id, reason, nowMs)),
+      chunk.map((lease) => deps.leases.markRevoking(lease.id, reason, nowMs, options.force)),
     );
     chunk.forEach((lease, index) => results[index] === 'started' && started.push(lease));
   }
@@ -57,6 +57,7 @@ export async function requestRevocation(
       lease: lease.id,
       actor,
       reason,
+      ...(options.force ? { detail: { force: true } } : {}),
     })),
   );
   const leaseIds = started.map((lease) => lease.id);

@@ -1,4 +1,4 @@
-import { isSettled } from '../domain/types';
+import { isSettled, type Lease } from '../domain/types';
 import { RevocationRefusedError } from '../providers/provider';
 import type { BrokerDeps } from './deps';
 
@@ -41,6 +41,7 @@ export async function settleLease(
     ({ revocation, detail } = await provider.revoke(lease, { nowMs }));
   } catch (error) {
     const message = (error as Error).message.slice(0, 500);
+    if (lease.forced) return forceClose(deps, lease, message, nowMs, base);
     await deps.leases.recordFailure(leaseId, message);
     // A refusal that retrying cannot change (permission denied) goes irrevocable at once, with its reason.
     const final = attempt.final || error instanceof RevocationRefusedError;
@@ -72,6 +73,40 @@ export async function settleLease(
     ...base,
     reason,
     detail: { state, revocation, ...(detail ? { revocationDetail: detail } : {}) },
+  });
+  return 'settled';
+}
+
+/**
+ * An admin asked for `force` and the backend still refuses: the lease is closed anyway, as `force-closed`,
+ * saying what failed and until when the credential may still work at its source. Never `revoked`.
+ */
+async function forceClose(
+  deps: Pick<BrokerDeps, 'leases' | 'audit' | 'events'>,
+  lease: Lease,
+  failure: string,
+  nowMs: number,
+  base: Record<string, string>,
+): Promise<SettleResult> {
+  const untilMs = Number(lease.handle.notAfterMs) || lease.expiresAtMs;
+  const detail =
+    `closed by force although revocation failed (${failure}); the credential may still be valid at its ` +
+    `source until ${new Date(untilMs).toISOString()}`;
+  const reason = lease.revokeReason ?? 'forced';
+  const result = await deps.leases.settle(
+    lease.id,
+    lease.taskId,
+    { state: 'force-closed', revocation: 'force-closed', detail, reason },
+    nowMs,
+  );
+  if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
+  deps.events.settled(lease, 'force-closed', nowMs);
+  await deps.audit.append({
+    type: 'lease.force_closed',
+    atMs: nowMs,
+    ...base,
+    reason,
+    detail: { state: 'force-closed', revocation: 'force-closed', revocationDetail: detail },
   });
   return 'settled';
 }

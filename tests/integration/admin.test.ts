@@ -292,6 +292,7 @@ describe('admin: bulk revocation', () => {
       byGrant: { 'artifacts-read': 2, 'artifacts-write': 1 },
       byProvider: { jwt: 3 },
       dryRun: false,
+      force: false,
     });
     await expectOnlyRevoked(fleet.tasks.A.leaseIds);
     // Settled leases are not matched again.
@@ -312,6 +313,7 @@ describe('admin: bulk revocation', () => {
       byGrant: { 'artifacts-write': 1 },
       byProvider: { jwt: 1 },
       dryRun: false,
+      force: false,
     });
     await expectOnlyRevoked(fleet.tasks.C.leaseIds);
 
@@ -323,6 +325,7 @@ describe('admin: bulk revocation', () => {
       byGrant: { 'artifacts-read': 2, 'artifacts-write': 1 },
       byProvider: { jwt: 3 },
       dryRun: false,
+      force: false,
     });
     await expectOnlyRevoked([...fleet.tasks.A.leaseIds, ...fleet.tasks.C.leaseIds]);
   });
@@ -335,6 +338,7 @@ describe('admin: bulk revocation', () => {
       byGrant: { 'artifacts-write': 3 },
       byProvider: { jwt: 3 },
       dryRun: false,
+      force: false,
     });
     await expectOnlyRevoked([
       fleet.tasks.A.leaseIds[2]!,
@@ -351,6 +355,7 @@ describe('admin: bulk revocation', () => {
       byGrant: { 'artifacts-read': 3 },
       byProvider: { jwt: 3 },
       dryRun: true,
+      force: false,
     });
     // Give a wrongly started revocation time to show.
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -379,6 +384,7 @@ describe('admin: bulk revocation', () => {
         byGrant: { 'artifacts-read': 3, 'artifacts-write': 3 },
         byProvider: { jwt: 6 },
         dryRun: false,
+        force: false,
       });
       await expectOnlyRevoked(fleet.allLeaseIds);
 

@@ -127,4 +127,56 @@ describe('a revocation that keeps failing', () => {
     expect(alerts).toHaveLength(1);
     expect(await broker.context.deps.leases.countUnsettled()).toBe(0);
   }, 30_000);
+
+  it('force closes a lease the backend cannot revoke, stating the residual risk, and never calls it revoked', async () => {
+    backendDown = true;
+    const agent = await broker.agents.sign({ sub: 'rogue-agent' });
+    const admin = await broker.admins.sign({ sub: 'oncall@example.com' });
+    const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'went rogue', ticket: 'OPS-9' });
+    const stuck = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+      ttlSeconds: 300,
+    });
+    const forced = await broker.call('POST', `/v1/leases/${stuck.body.leaseId}/revoke`, admin, {
+      reason: 'agent went rogue (INC-7)',
+      force: true,
+    });
+    expect(forced.status).toBe(202);
+    const closed = await waitFor(async () => {
+      const lease = await broker.context.deps.leases.get(stuck.body.leaseId);
+      return lease?.state === 'force-closed' ? lease : null;
+    }, 10_000);
+    expect(closed).toMatchObject({ revocation: 'force-closed', revokeReason: 'agent went rogue (INC-7)' });
+    expect(closed?.revocationDetail).toBe(
+      'closed by force although revocation failed (backend unavailable (503)); the credential may still be ' +
+        `valid at its source until ${stuck.body.expiresAt}`,
+    );
+    const listed = await broker.call('GET', '/v1/leases?state=force-closed', admin);
+    expect(listed.body.leases.map((l: { leaseId: string }) => l.leaseId)).toContain(stuck.body.leaseId);
+    const audit = await broker.call('GET', `/v1/audit?lease=${stuck.body.leaseId}`, admin);
+    const types = audit.body.events.map((e: { type: string }) => e.type);
+    expect(types).toContain('lease.force_closed');
+    expect(types).not.toContain('lease.settled');
+    expect(audit.body.events.find((e: any) => e.type === 'lease.revoke_requested').detail).toEqual({
+      force: true,
+    });
+
+    // With the backend healthy, force changes nothing: the revocation is real and recorded as such.
+    backendDown = false;
+    const healthy = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+      ttlSeconds: 300,
+    });
+    const bulk = await broker.call('POST', '/v1/leases/revoke', admin, {
+      selector: { task: task.body.taskId },
+      reason: 'agent went rogue (INC-7)',
+      force: true,
+    });
+    expect(bulk.body).toMatchObject({ matched: 1, revoked: 1, force: true });
+    const revoked = await waitFor(async () => {
+      const lease = await broker.context.deps.leases.get(healthy.body.leaseId);
+      return lease?.state === 'revoked' ? lease : null;
+    }, 10_000);
+    expect(revoked?.revocation).toBe('jwt-denylisted');
+  }, 30_000);
 });

@@ -55,12 +55,17 @@ export function registerLeaseCommands(program: Command, env: () => Env) {
     .option('--provider <kind>')
     .option('--all', 'every unsettled lease')
     .option('--dry-run', 'show what would be revoked, change nothing')
+    .option(
+      '--force',
+      'if the backend cannot revoke, close the lease anyway as force-closed (the credential may still work)',
+    )
     .option('--json', 'print JSON')
     .action(async (leaseId: string | undefined, options: Record<string, string | boolean | undefined>) => {
       const call = createApiClient(env().TASKLEASE_ADDR, env().TASKLEASE_TOKEN);
       if (leaseId) {
         const result = await call('POST', `/v1/leases/${encodeURIComponent(leaseId)}/revoke`, {
           reason: options.reason,
+          force: Boolean(options.force),
         });
         if (options.json) return printJson(result);
         process.stdout.write(`lease ${leaseId}: revoking\n`);
@@ -75,7 +80,12 @@ export function registerLeaseCommands(program: Command, env: () => Env) {
         revoked: number;
         byGrant: Record<string, number>;
         byProvider: Record<string, number>;
-      }>('POST', '/v1/leases/revoke', { selector, reason: options.reason, dryRun: Boolean(options.dryRun) });
+      }>('POST', '/v1/leases/revoke', {
+        selector,
+        reason: options.reason,
+        dryRun: Boolean(options.dryRun),
+        force: Boolean(options.force),
+      });
       if (options.json) return printJson(result);
       process.stdout.write(
         `${options.dryRun ? 'would revoke' : 'revoking'} ${options.dryRun ? result.matched : result.revoked} of ${result.matched} matched\n`,

@@ -32,7 +32,14 @@ const selectorSchema = z
     message: 'give one or more of task, identity, grant, provider — or all: true alone',
   })
   .refine(...issuerGoesWithIdentity);
-const bulkBody = z.strictObject({ selector: selectorSchema, reason, dryRun: z.boolean().default(false) });
+/** `force`: if the backend cannot revoke, close the lease anyway as `force-closed` (never `revoked`). */
+const force = z.boolean().default(false);
+const bulkBody = z.strictObject({
+  selector: selectorSchema,
+  reason,
+  dryRun: z.boolean().default(false),
+  force,
+});
 const auditQuery = z.strictObject({
   task: id.optional(),
   lease: id.optional(),
@@ -89,16 +96,17 @@ export function adminRoutes(deps: BrokerDeps): Router {
     const leases = await findLeases(deps, body.selector);
     const { leaseIds: _ids, ...summary } = await requestRevocation(deps, leases, body.reason, actorOf(res), {
       dryRun: body.dryRun,
+      force: body.force,
     });
-    res.json({ ...summary, dryRun: body.dryRun });
+    res.json({ ...summary, dryRun: body.dryRun, force: body.force });
   });
 
   router.post('/v1/leases/:leaseId/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
     const leaseId = id.parse(req.params.leaseId);
-    const body = z.strictObject({ reason }).parse(req.body);
+    const body = z.strictObject({ reason, force }).parse(req.body);
     const lease = await deps.leases.get(leaseId);
     if (!lease) throw new BrokerError('not_found', 'no such lease');
-    const summary = await requestRevocation(deps, [lease], body.reason, actorOf(res));
+    const summary = await requestRevocation(deps, [lease], body.reason, actorOf(res), { force: body.force });
     if (summary.revoked === 0 && lease.state !== 'revoking')
       throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
     res.status(202).json({ leaseId, state: 'revoking' });
