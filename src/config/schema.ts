@@ -269,11 +269,11 @@ export const configSchema = z
       .strictObject({
         /** POSTed a JSON summary when leases become irrevocable; https, or http to loopback. */
         irrevocableWebhook: httpUrl
-          .refine(
-            (url) =>
-              url.startsWith('https://') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(url),
-            'https:// (http:// only to loopback)',
-          )
+          .refine((text) => {
+            const url = new URL(text);
+            const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+            return !url.username && !url.password && (url.protocol === 'https:' || loopback);
+          }, 'https:// (http:// only to loopback), without user or password')
           .optional(),
         /** Irrevocable leases within this window go out as one alert. */
         debounceSeconds: z.number().int().min(1).max(3600).default(30),

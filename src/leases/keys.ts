@@ -10,8 +10,11 @@ export class RedisKeys {
   taskLeases = (taskId: string) => `${this.prefix}task-leases:${taskId}`;
   identityLeases = (identityKey: string) => `${this.prefix}identity-leases:${identityKey}`;
   grantLeases = (grant: string) => `${this.prefix}grant-leases:${grant}`;
-  /** How many unsettled leases an identity holds (its quota); up at create, down at settle. */
-  identityActive = (identityKey: string) => `${this.prefix}identity-active:${identityKey}`;
+  /**
+   * The unsettled leases of one identity, for its quota: added at create, removed at settle (idempotent, so
+   * nothing drifts). Leases from before this key existed are not in it and do not count.
+   */
+  identityUnsettled = (identityKey: string) => `${this.prefix}identity-unsettled:${identityKey}`;
   /** rate-limiter-flexible's own keys, one per identity. */
   rateLimit = () => `${this.prefix}rate`;
   /** Unsettled leases (active, revoking, irrevocable), scored by when the sweeper must act on them. */

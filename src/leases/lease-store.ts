@@ -19,7 +19,7 @@ if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[1]) then return 'cap' end
 local taskCap = tonumber(ARGV[7])
 if taskCap > 0 and tonumber(redis.call('HGET', KEYS[2], 'activeLeases') or '0') >= taskCap then return 'task_cap' end
 local identityCap = tonumber(ARGV[6])
-if identityCap > 0 and tonumber(redis.call('GET', KEYS[8]) or '0') >= identityCap then return 'identity_cap' end
+if identityCap > 0 and redis.call('SCARD', KEYS[8]) >= identityCap then return 'identity_cap' end
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('SADD', KEYS[3], ARGV[4])
 local taskTtl = redis.call('PTTL', KEYS[2])
@@ -28,15 +28,15 @@ redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'activeLeases', 1)
-redis.call('INCR', KEYS[8])
+redis.call('SADD', KEYS[8], ARGV[4])
 redis.call('XADD', KEYS[7], '*', 'event', ARGV[5])
 return 'ok'`);
 
 /**
  * Settles a lease (revoked or expired) once: state, what revocation did, out of the due and irrevocable
  * indexes, into the settled index (purged after the retention period), the task's active count down.
- * KEYS: lease, due, irrevocable, task, settled
- * ARGV: id, state, revocation, nowMs, reason, revocationDetail, keyPrefix (for the identity's active count)
+ * KEYS: lease, due, irrevocable, task, settled, identityUnsettled
+ * ARGV: id, state, revocation, nowMs, reason, revocationDetail
  */
 const SETTLE_LEASE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -50,9 +50,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'revocationDetail', ARGV[6]) e
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'activeLeases', -1) end
-local who = redis.call('HMGET', KEYS[1], 'issuer', 'subject')
-local active = ARGV[7] .. 'identity-active:' .. tostring(who[1]) .. '/' .. tostring(who[2])
-if tonumber(redis.call('GET', active) or '0') > 0 then redis.call('DECR', active) end
+redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 return 'settled'`);
 
@@ -88,19 +86,25 @@ if not state then return 'missing' end
 if ARGV[4] == '1' and (state == 'active' or state == 'irrevocable' or state == 'revoking') then
   redis.call('HSET', KEYS[1], 'forced', '1')
 end
+if state == 'revoking' and ARGV[4] == '1' then return 'forced' end
 if state ~= 'active' and state ~= 'irrevocable' then return state end
 redis.call('HSET', KEYS[1], 'state', 'revoking', 'revokeReason', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 'started'`);
 
-/** KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error */
+/**
+ * Answers 'became' when the lease was not irrevocable before (on-call hears of it once), 'still' when it
+ * was, 'settled' when it settled meanwhile.
+ * KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error
+ */
 const MARK_IRREVOCABLE = luaScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'revoked' or state == 'expired' or state == 'force-closed' then return 'settled' end
 redis.call('HSET', KEYS[1], 'state', 'irrevocable', 'lastError', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
-return 'irrevocable'`);
+if state == 'irrevocable' then return 'still' end
+return 'became'`);
 
 export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap' | 'task_cap' | 'identity_cap';
 
@@ -181,7 +185,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.grantLeases(lease.grant),
         keys.due(),
         keys.audit(),
-        keys.identityActive(identityKey(lease.issuer, lease.subject)),
+        keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
       ];
       const { maxActiveLeases, nowMs, auditEntry } = options;
       const args = [
@@ -195,6 +199,24 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         ...serialise(lease),
       ];
       return (await run(CREATE_LEASE, keyList, args)) as CreateLeaseResult;
+    },
+
+    /**
+     * A cheap look before minting, so an identity at its quota does not make the backend mint credentials
+     * that are then thrown away. CREATE_LEASE checks again, atomically: this one only saves work.
+     */
+    async quotaReached(
+      lease: Pick<Lease, 'taskId' | 'issuer' | 'subject'>,
+      caps: { perIdentity?: number; perTask?: number },
+    ): Promise<'identity_cap' | 'task_cap' | null> {
+      if (!caps.perIdentity && !caps.perTask) return null;
+      const [identityCount, taskCount] = await Promise.all([
+        caps.perIdentity ? redis.scard(keys.identityUnsettled(identityKey(lease.issuer, lease.subject))) : 0,
+        caps.perTask ? redis.hget(keys.task(lease.taskId), 'activeLeases') : '0',
+      ]);
+      if (caps.perTask && Number(taskCount ?? 0) >= caps.perTask) return 'task_cap';
+      if (caps.perIdentity && identityCount >= caps.perIdentity) return 'identity_cap';
+      return null;
     },
 
     async get(leaseId: string): Promise<Lease | null> {
@@ -233,8 +255,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
     },
 
     async settle(
-      leaseId: string,
-      taskId: string,
+      lease: Pick<Lease, 'id' | 'taskId' | 'issuer' | 'subject'>,
       outcome: {
         state: 'revoked' | 'expired' | 'force-closed';
         revocation: string;
@@ -243,15 +264,17 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
       },
       nowMs: number,
     ) {
+      const leaseId = lease.id;
       const keyList = [
         keys.lease(leaseId),
         keys.due(),
         keys.irrevocable(),
-        keys.task(taskId),
+        keys.task(lease.taskId),
         keys.settled(),
+        keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
       ];
       const { state, revocation, reason = '', detail = '' } = outcome;
-      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason, detail, keys.prefix]);
+      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason, detail]);
     },
 
     /** Drops settled leases past the retention period; returns how many went. */

@@ -38,6 +38,8 @@ export function createIrrevocableAlerts(options: {
   const host = new URL(url).host;
   let pending: IrrevocableLease[] = [];
   let timer: NodeJS.Timeout | null = null;
+  /** Sends under way (with their retries): shutdown waits for them too. */
+  const inFlight = new Set<Promise<void>>();
 
   async function send(batch: IrrevocableLease[]): Promise<void> {
     const body = JSON.stringify({
@@ -77,7 +79,11 @@ export function createIrrevocableAlerts(options: {
     timer = null;
     const batch = pending;
     pending = [];
-    if (batch.length > 0) await send(batch);
+    if (batch.length > 0) {
+      const sending = send(batch).finally(() => inFlight.delete(sending));
+      inFlight.add(sending);
+    }
+    await Promise.all(inFlight);
   }
 
   return {

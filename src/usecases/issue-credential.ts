@@ -75,6 +75,14 @@ export async function issueCredential(
     throw new BrokerError('policy_denied', `the policy does not permit grant ${input.grant} for this task`);
   }
 
+  const overQuota = await deps.leases.quotaReached(
+    { taskId: task.id, issuer: identity.issuer, subject: identity.subject },
+    {
+      perIdentity: deps.config.broker.maxActiveLeasesPerIdentity,
+      perTask: deps.config.broker.maxActiveLeasesPerTask,
+    },
+  );
+  if (overQuota) throw quotaError(deps, overQuota);
   const provider = deps.providers.get(grant.provider);
   if (!provider)
     throw new BrokerError('internal', 'provider missing', { detail: `no provider ${grant.provider}` });
@@ -213,20 +221,31 @@ async function recordLease(
     });
   }
   if (result === 'ok') return;
-  await provider.revoke(lease, { nowMs, neverIssued: true }).catch(() => undefined);
+  await provider
+    .revoke(lease, { nowMs, neverIssued: true })
+    .catch((revokeError: Error) =>
+      deps.events.revocationFailed(
+        lease.id,
+        lease.provider,
+        `credential minted but refused a lease (${result}); revoking it failed: ${revokeError.message}`,
+        false,
+      ),
+    );
   if (result === 'cap')
     throw new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
-  if (result === 'identity_cap')
-    throw new BrokerError(
-      'lease_limit_reached',
-      `this identity holds its quota of ${deps.config.broker.maxActiveLeasesPerIdentity} active leases`,
-    );
-  if (result === 'task_cap')
-    throw new BrokerError(
-      'lease_limit_reached',
-      `this task holds its quota of ${deps.config.broker.maxActiveLeasesPerTask} active leases`,
-    );
-  if (result === 'task_not_open')
-    throw new BrokerError('task_not_open', 'the task was completed or expired meanwhile');
+  if (result === 'identity_cap' || result === 'task_cap') throw quotaError(deps, result);
   throw new BrokerError('internal', 'lease id collision', { detail: `lease ${lease.id} existed` });
+}
+
+function quotaError(deps: Pick<Deps, 'config'>, which: 'identity_cap' | 'task_cap'): BrokerError {
+  const { maxActiveLeasesPerIdentity, maxActiveLeasesPerTask } = deps.config.broker;
+  return which === 'identity_cap'
+    ? new BrokerError(
+        'lease_limit_reached',
+        `this identity holds its quota of ${maxActiveLeasesPerIdentity} active leases`,
+      )
+    : new BrokerError(
+        'lease_limit_reached',
+        `this task holds its quota of ${maxActiveLeasesPerTask} active leases`,
+      );
 }

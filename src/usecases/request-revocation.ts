@@ -41,11 +41,14 @@ export async function requestRevocation(
     const results = await Promise.all(
       chunk.map((lease) => deps.leases.markRevoking(lease.id, reason, nowMs, options.force)),
     );
-    chunk.forEach((lease, index) => results[index] === 'started' && started.push(lease));
+    // 'forced': a lease already revoking, now marked for force: audited as this caller's request too.
+    chunk.forEach(
+      (lease, index) => ['started', 'forced'].includes(results[index] as string) && started.push(lease),
+    );
   }
   // Leases already revoking are queued again too: a no-op if their job is still there, a rescue if not.
   const requeue = live.filter((lease) => lease.state === 'revoking').map((lease) => lease.id);
-  await deps.queue.revokeNow([...started.map((lease) => lease.id), ...requeue]);
+  await deps.queue.revokeNow([...new Set([...started.map((lease) => lease.id), ...requeue])]);
   await deps.audit.appendMany(
     started.map((lease) => ({
       type: 'lease.revoke_requested' as const,

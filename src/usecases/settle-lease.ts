@@ -41,17 +41,20 @@ export async function settleLease(
     ({ revocation, detail } = await provider.revoke(lease, { nowMs }));
   } catch (error) {
     const message = (error as Error).message.slice(0, 500);
-    if (lease.forced) return forceClose(deps, lease, message, nowMs, base);
+    // Read again: an admin may have asked for force while the backend was being tried.
+    if (lease.forced || (await deps.leases.get(leaseId))?.forced)
+      return forceClose(deps, lease, message, nowMs, base);
     await deps.leases.recordFailure(leaseId, message);
     // A refusal that retrying cannot change (permission denied) goes irrevocable at once, with its reason.
     const final = attempt.final || error instanceof RevocationRefusedError;
     deps.events.revocationFailed(leaseId, lease.provider, message, final);
     if (final) {
       const retryAtMs = nowMs + deps.config.revocation.irrevocableRetrySeconds * 1000;
-      await deps.leases.markIrrevocable(leaseId, message, nowMs, retryAtMs);
+      const marked = await deps.leases.markIrrevocable(leaseId, message, nowMs, retryAtMs);
       await deps.audit.append({ type: 'lease.irrevocable', atMs: nowMs, ...base, reason: message });
-      // Once, when it becomes irrevocable; the sweeper's later retries of it do not page again.
-      if (lease.state !== 'irrevocable') deps.events.irrevocable(lease, message, nowMs);
+      // Once, when it becomes irrevocable (decided in Redis, so two jobs failing together page once); the
+      // later retries that fail again do not page again.
+      if (marked === 'became') deps.events.irrevocable(lease, message, nowMs);
     } else {
       await deps.audit.append({ type: 'lease.revoke_failed', atMs: nowMs, ...base, reason: message });
     }
@@ -59,12 +62,7 @@ export async function settleLease(
   }
   const state = lease.revokeReason ? 'revoked' : 'expired';
   const reason = lease.revokeReason ?? 'ttl';
-  const result = await deps.leases.settle(
-    leaseId,
-    lease.taskId,
-    { state, revocation, detail, reason },
-    nowMs,
-  );
+  const result = await deps.leases.settle(lease, { state, revocation, detail, reason }, nowMs);
   if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
   deps.events.settled(lease, state, nowMs);
   await deps.audit.append({
@@ -94,8 +92,7 @@ async function forceClose(
     `source until ${new Date(untilMs).toISOString()}`;
   const reason = lease.revokeReason ?? 'forced';
   const result = await deps.leases.settle(
-    lease.id,
-    lease.taskId,
+    lease,
     { state: 'force-closed', revocation: 'force-closed', detail, reason },
     nowMs,
   );

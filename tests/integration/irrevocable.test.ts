@@ -114,6 +114,15 @@ describe('a revocation that keeps failing', () => {
     expect(audit.body.events.map((e: { type: string }) => e.type)).toEqual(
       expect.arrayContaining(['credential.issued', 'lease.revoke_failed', 'lease.irrevocable']),
     );
+    // The sweeper retries both and fails again (final failures 2 → 4 or more): that must not page again,
+    // even after a whole debounce window.
+    await waitFor(async () => {
+      const text = (await broker.call('GET', '/metrics', null)).body as string;
+      const final = /tasklease_revocation_failures_total\{provider="jwt",final="true"\} (\d+)/.exec(text);
+      return Number(final?.[1]) >= 4;
+    }, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(alerts).toHaveLength(1);
 
     backendDown = false;
     const settled = await waitFor(async () => {

@@ -351,6 +351,13 @@ describe('parseConfig refuses an invalid configuration, naming the field', () =>
       /grants\.deploy\.policies: the root policy can never be granted/,
     ],
     [
+      'an alert webhook in plain http beyond loopback, disguised with a user name',
+      (c) => {
+        c.alerts = { irrevocableWebhook: 'http://localhost:x@attacker.example/hook' };
+      },
+      /alerts\.irrevocableWebhook: https:\/\/ \(http:\/\/ only to loopback\), without user or password/,
+    ],
+    [
       'a vault grant without a mode',
       (c) => {
         c.grants.deploy = { provider: 'vault', policies: ['deploy'], maxTtlSeconds: 900 };

@@ -27,7 +27,7 @@ export function registerLeaseCommands(program: Command, env: () => Env) {
     .option('--issuer <name>', 'with --identity: only this issuer')
     .option('--grant <name>')
     .option('--provider <kind>')
-    .option('--state <state>', 'active | revoking | revoked | expired | irrevocable')
+    .option('--state <state>', 'active | revoking | revoked | expired | irrevocable | force-closed')
     .option('--json', 'print JSON')
     .action(async (options: Record<string, string | boolean | undefined>) => {
       const query = new URLSearchParams();
