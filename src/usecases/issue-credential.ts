@@ -195,6 +195,18 @@ async function recordLease(
   audit: AuditEvent,
   nowMs: number,
 ): Promise<void> {
+  // The credential exists at its source but never leaves the broker: revoke it now; a failure is reported.
+  const revokeUnissued = (why: string) =>
+    provider
+      .revoke(lease, { nowMs, neverIssued: true })
+      .catch((revokeError: Error) =>
+        deps.events.revocationFailed(
+          lease.id,
+          lease.provider,
+          `credential minted but ${why}; revoking it failed: ${revokeError.message}`,
+          false,
+        ),
+      );
   let result: string;
   try {
     const options = {
@@ -206,31 +218,13 @@ async function recordLease(
     };
     result = await deps.leases.create(lease, options);
   } catch (error) {
-    await provider
-      .revoke(lease, { nowMs, neverIssued: true })
-      .catch((revokeError: Error) =>
-        deps.events.revocationFailed(
-          lease.id,
-          lease.provider,
-          `credential minted but never recorded nor returned; revoking it failed: ${revokeError.message}`,
-          false,
-        ),
-      );
+    await revokeUnissued('never recorded nor returned');
     throw new BrokerError('unavailable', 'the lease could not be recorded; no credential was issued', {
       cause: error,
     });
   }
   if (result === 'ok') return;
-  await provider
-    .revoke(lease, { nowMs, neverIssued: true })
-    .catch((revokeError: Error) =>
-      deps.events.revocationFailed(
-        lease.id,
-        lease.provider,
-        `credential minted but refused a lease (${result}); revoking it failed: ${revokeError.message}`,
-        false,
-      ),
-    );
+  await revokeUnissued(`refused a lease (${result})`);
   if (result === 'cap')
     throw new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
   if (result === 'identity_cap' || result === 'task_cap') throw quotaError(deps, result);
