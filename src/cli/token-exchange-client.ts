@@ -1,6 +1,5 @@
+import { JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT } from '../domain/token-exchange';
 import { ApiError } from './api-client';
-
-const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
 export interface Exchanged {
   access_token: string;
@@ -19,9 +18,9 @@ export async function exchange(
   options: { job?: string; ttl?: string },
 ) {
   const form = new URLSearchParams({
-    grant_type: TOKEN_EXCHANGE,
+    grant_type: TOKEN_EXCHANGE_GRANT,
     subject_token: token,
-    subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+    subject_token_type: JWT_TOKEN_TYPE,
     audience: grant,
   });
   if (options.job) form.set('job', options.job);

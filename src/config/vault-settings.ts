@@ -3,7 +3,7 @@ import type { Env } from './env';
 import { ConfigError } from './load-config';
 import { vaultNamespace, type Config, type VaultConnectionConfig } from './schema';
 
-export const DEFAULT_VAULT_TIMEOUT_SECONDS = 10;
+const DEFAULT_VAULT_TIMEOUT_SECONDS = 10;
 const MAX_VAULT_TIMEOUT_SECONDS = 300;
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 

@@ -9,7 +9,7 @@ import { BrokerError } from '../domain/errors';
 import { authenticate } from './authenticate';
 import { errorHandler, notFound } from './errors';
 import { createRateLimit, rateLimitMiddleware } from './rate-limit';
-import { RedisKeys } from '../leases/keys';
+import type { RedisKeys } from '../leases/keys';
 import { adminRoutes } from './routes/admin';
 import { oauthRoutes } from './routes/oauth';
 import { systemRoutes } from './routes/system';
@@ -17,6 +17,7 @@ import { taskRoutes } from './routes/tasks';
 import { tokenExchangeErrors, tokenExchangeRoutes } from './routes/token-exchange';
 
 export interface AppDeps {
+  keys: RedisKeys;
   broker: BrokerDeps;
   verify: VerifyAttestation;
   inspectToken: TokenInspector;
@@ -51,7 +52,7 @@ export function createApp(deps: AppDeps): Express {
   const auth = authenticate(deps.verify);
   const rateLimit = createRateLimit(
     deps.redis,
-    new RedisKeys(deps.broker.config.broker.redisPrefix),
+    deps.keys,
     deps.broker.config.broker.requestsPerMinutePerIdentity,
   );
   app.use(['/v1/tasks', '/v1/leases', '/v1/audit'], auth);

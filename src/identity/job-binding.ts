@@ -7,7 +7,7 @@ import type { Identity, IssuerKind } from '../domain/types';
  * attempt and the workflow; only a token carrying `check_run_id` (see OPTIONAL_JOB_CLAIMS) names the job
  * itself. SPIFFE and generic OIDC tokens name no job at all: there the token itself is the job.
  */
-export const DEFAULT_JOB_CLAIMS: Readonly<Record<IssuerKind, readonly string[]>> = {
+const DEFAULT_JOB_CLAIMS: Readonly<Record<IssuerKind, readonly string[]>> = {
   'github-actions': ['repository', 'run_id', 'run_attempt', 'job_workflow_ref'],
   gitlab: ['project_path', 'pipeline_id', 'job_id'],
   kubernetes: ['kubernetes.io.namespace', 'kubernetes.io.serviceaccount.name', 'kubernetes.io.pod.uid'],

@@ -31,6 +31,7 @@ export async function startApi(options: {
   const context = options.context ?? (await createBrokerContext({ ...options }));
   if (!context.verifier) throw new Error('the API needs a context built with signing keys');
   const app = createApp({
+    keys: context.keys,
     broker: context.deps,
     verify: context.verifier.verify,
     inspectToken: createTokenInspector({

@@ -2,6 +2,12 @@ import { Router, type NextFunction, type Request, type Response } from 'express'
 import { z } from 'zod';
 import type { GrantConfig } from '../../config/schema';
 import { BrokerError } from '../../domain/errors';
+import {
+  ACCESS_TOKEN_TYPE,
+  ID_TOKEN_TYPE,
+  JWT_TOKEN_TYPE,
+  TOKEN_EXCHANGE_GRANT,
+} from '../../domain/token-exchange';
 import type { VerifyAttestation } from '../../identity/verify-attestation';
 import type { Logger } from '../../observability/logger';
 import type { BrokerDeps } from '../../usecases/deps';
@@ -9,16 +15,11 @@ import { exchangeToken } from '../../usecases/exchange-token';
 import { toBrokerError } from '../errors';
 import type { RateLimit } from '../rate-limit';
 
-export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const SUBJECT_TOKEN_TYPES = [
-  'urn:ietf:params:oauth:token-type:jwt',
-  'urn:ietf:params:oauth:token-type:id_token',
-];
-const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const SUBJECT_TOKEN_TYPES = [JWT_TOKEN_TYPE, ID_TOKEN_TYPE];
 
 /** `issued_token_type` per provider: a JWT is one; the others are credentials in a documented JSON form. */
-export const ISSUED_TOKEN_TYPES = {
-  jwt: JWT_TYPE,
+const ISSUED_TOKEN_TYPES = {
+  jwt: JWT_TOKEN_TYPE,
   'aws-sts': 'urn:tasklease:params:oauth:token-type:aws-credentials',
   'vault-token': 'urn:tasklease:params:oauth:token-type:vault-token',
   'vault-dynamic': 'urn:tasklease:params:oauth:token-type:vault-secret',
@@ -53,16 +54,14 @@ const exchangeBody = z.object({
 /** The request's problems in RFC 8693 terms, checked before the token is even verified. */
 function parseExchange(body: unknown) {
   const grantType = (body as { grant_type?: unknown } | undefined)?.grant_type;
-  if (grantType !== undefined && grantType !== TOKEN_EXCHANGE)
-    throw new BrokerError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE}`);
+  if (grantType !== undefined && grantType !== TOKEN_EXCHANGE_GRANT)
+    throw new BrokerError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE_GRANT}`);
   const parsed = exchangeBody.safeParse(body ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new BrokerError('invalid_request', `${issue?.path.join('.') || 'request'}: ${issue?.message}`);
   }
   const request = parsed.data;
-  if (request.grant_type !== TOKEN_EXCHANGE)
-    throw new BrokerError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE}`);
   if (!SUBJECT_TOKEN_TYPES.includes(request.subject_token_type))
     throw new BrokerError(
       'invalid_request',
@@ -132,8 +131,7 @@ export function tokenExchangeRoutes(
       const grant = Object.hasOwn(deps.config.grants, name) ? deps.config.grants[name] : undefined;
       if (!grant) throw new BrokerError('invalid_target', 'audience names no configured grant');
       const issuedType = issuedTypeOf(grant);
-      const acceptable =
-        grant.provider === 'jwt' ? [JWT_TYPE, 'urn:ietf:params:oauth:token-type:access_token'] : [issuedType];
+      const acceptable = grant.provider === 'jwt' ? [JWT_TOKEN_TYPE, ACCESS_TOKEN_TYPE] : [issuedType];
       if (request.requested_token_type && !acceptable.includes(request.requested_token_type))
         throw new BrokerError('invalid_request', `grant ${request.audience} issues ${issuedType}`);
       const scopes = request.scope?.split(' ').filter(Boolean);
