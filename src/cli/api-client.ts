@@ -25,3 +25,5 @@ export function createApiClient(addr: string, token: string | undefined) {
     return payload as T;
   };
 }
+
+export type ApiCall = ReturnType<typeof createApiClient>;

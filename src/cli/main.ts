@@ -4,6 +4,7 @@ import { readEnv, type Env } from '../config/env';
 import { generateSigningJwks } from '../signing/signing-keys';
 import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
+import { EXIT } from './exit-codes';
 import { collectPairs, printJson } from './output';
 import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerExecCommand } from './commands/exec';
@@ -11,7 +12,7 @@ import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
 
-/** Exit codes: 0 ok, 1 error, 2 usage, 3 policy denied (policy check), 4 API refused the call. */
+/** Exit codes: see exit-codes.ts. */
 export function buildProgram(): Command {
   let env: Env | undefined;
   const getEnv = () => (env ??= readEnv());
@@ -61,15 +62,15 @@ export async function main(argv: string[]): Promise<void> {
     await buildProgram().parseAsync(argv);
   } catch (error) {
     if (error instanceof CommanderError) {
-      process.exitCode = error.exitCode === 0 ? 0 : 2;
+      process.exitCode = error.exitCode === 0 ? EXIT.ok : EXIT.usage;
       return;
     }
     if (error instanceof ApiError) {
       process.stderr.write(`tasklease: ${error.code}: ${error.message}\n`);
-      process.exitCode = error.status === 0 ? 1 : 4;
+      process.exitCode = error.status === 0 ? EXIT.error : EXIT.apiRefused;
       return;
     }
     process.stderr.write(`tasklease: ${(error as Error).message}\n`);
-    process.exitCode = 1;
+    process.exitCode = EXIT.error;
   }
 }

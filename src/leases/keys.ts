@@ -33,6 +33,8 @@ export class RedisKeys {
   /** A subject token already exchanged for a grant (RFC 8693 replay); expires with the token. */
   exchanged = (tokenSha256: string, grant: string) => `${this.prefix}exchanged:${tokenSha256}:${grant}`;
   audit = () => `${this.prefix}audit`;
+  /** The lease ids one admin revocation matched (comma-separated), so its caller can follow them; one day. */
+  revocation = (revocationId: string) => `${this.prefix}revocation:${revocationId}`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;
 }

@@ -3,6 +3,7 @@ import type { AuditLog } from '../audit/audit-log';
 import type { Config } from '../config/schema';
 import type { Lease } from '../domain/types';
 import type { LeaseStore } from '../leases/lease-store';
+import type { RevocationLog } from '../leases/revocation-log';
 import type { RevocationQueue } from '../leases/revocation-queue';
 import type { PolicyEngine } from '../policy/cedar-engine';
 import type { ProviderRegistry } from '../providers/provider';
@@ -27,6 +28,7 @@ export interface BrokerDeps {
   tasks: TaskStore;
   leases: LeaseStore;
   queue: RevocationQueue;
+  revocations: RevocationLog;
   policy: PolicyEngine;
   providers: ProviderRegistry;
   audit: AuditLog;

@@ -15,6 +15,7 @@ import {
   RECOMMENDED_LISTPACK_VALUE,
   waitForRedis,
 } from '../leases/redis';
+import { createRevocationLog } from '../leases/revocation-log';
 import { createRevocationQueue } from '../leases/revocation-queue';
 import type { Logger } from '../observability/logger';
 import { createIrrevocableAlerts, type IrrevocableAlerts } from '../observability/alerts';
@@ -175,6 +176,7 @@ export async function createBrokerContext(options: {
     tasks: createTaskStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds }),
     leases,
     queue,
+    revocations: createRevocationLog(redis, keys),
     policy: servesApi ? createPolicyEngine(config.policies) : NO_POLICIES,
     providers: providers as ProviderRegistry,
     audit: createAuditLog(redis, keys),

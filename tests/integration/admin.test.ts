@@ -91,6 +91,8 @@ async function startFleet() {
 type Fleet = Awaited<ReturnType<typeof startFleet>>;
 
 const sorted = (ids: string[]) => [...ids].sort();
+/** A revocation's id (to follow it: GET /v1/leases/revocations/{id}). */
+const ID = expect.stringMatching(/^[0-9a-f]{32}$/);
 
 describe('admin: listing leases', () => {
   let fleet: Fleet;
@@ -226,7 +228,7 @@ describe('admin: revoking one lease', () => {
     const response = await broker.call('POST', `/v1/leases/${target}/revoke`, admin, {
       reason: 'leaked in a log',
     });
-    expect(response).toEqual({ status: 202, body: { leaseId: target, state: 'revoking' } });
+    expect(response).toEqual({ status: 202, body: { leaseId: target, state: 'revoking', revocationId: ID } });
     await waitSettled([target]);
     const [row] = await fleet.list(`?task=${tasks.A.taskId}&state=revoked`);
     expect(row).toMatchObject({
@@ -293,6 +295,7 @@ describe('admin: bulk revocation', () => {
       byProvider: { jwt: 3 },
       dryRun: false,
       force: false,
+      revocationId: ID,
     });
     await expectOnlyRevoked(fleet.tasks.A.leaseIds);
     // Settled leases are not matched again.
@@ -314,6 +317,7 @@ describe('admin: bulk revocation', () => {
       byProvider: { jwt: 1 },
       dryRun: false,
       force: false,
+      revocationId: ID,
     });
     await expectOnlyRevoked(fleet.tasks.C.leaseIds);
 
@@ -326,6 +330,7 @@ describe('admin: bulk revocation', () => {
       byProvider: { jwt: 3 },
       dryRun: false,
       force: false,
+      revocationId: ID,
     });
     await expectOnlyRevoked([...fleet.tasks.A.leaseIds, ...fleet.tasks.C.leaseIds]);
   });
@@ -339,6 +344,7 @@ describe('admin: bulk revocation', () => {
       byProvider: { jwt: 3 },
       dryRun: false,
       force: false,
+      revocationId: ID,
     });
     await expectOnlyRevoked([
       fleet.tasks.A.leaseIds[2]!,
@@ -385,6 +391,7 @@ describe('admin: bulk revocation', () => {
         byProvider: { jwt: 6 },
         dryRun: false,
         force: false,
+        revocationId: ID,
       });
       await expectOnlyRevoked(fleet.allLeaseIds);
 

@@ -4,9 +4,8 @@ import type { Env } from '../../config/env';
 import type { Identity } from '../../domain/types';
 import { applyPreset } from '../../identity/claim-presets';
 import { declareTaskRequest, issueRequest } from '../../policy/vocabulary';
+import { EXIT } from '../exit-codes';
 import { collectPairs, printJson } from '../output';
-
-export const EXIT_DENIED = 3;
 
 export function registerPolicyCommands(program: Command, env: () => Env) {
   const policy = program.command('policy').description('work with Cedar policies');
@@ -86,6 +85,6 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
       const decision = engine.evaluate(request);
       if (options.json) printJson(decision);
       else process.stdout.write(`${decision.allowed ? 'ALLOW' : 'DENY'}: ${decision.reason}\n`);
-      if (!decision.allowed) process.exitCode = EXIT_DENIED;
+      if (!decision.allowed) process.exitCode = EXIT.policyDenied;
     });
 }

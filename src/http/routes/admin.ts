@@ -1,9 +1,10 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { BrokerError } from '../../domain/errors';
-import { identityKey, LEASE_STATES, TERMINAL_LEASE_STATES, type Lease } from '../../domain/types';
+import { identityKey, isSettled, LEASE_STATES, TERMINAL_LEASE_STATES, type Lease } from '../../domain/types';
 import type { BrokerDeps } from '../../usecases/deps';
-import { requestRevocation, selectLeases } from '../../usecases/request-revocation';
+import { revocationProgress, startRevocation } from '../../usecases/follow-revocation';
+import { selectLeases } from '../../usecases/request-revocation';
 import { identityOf, requireAdmin } from '../authenticate';
 import { leaseView } from '../views';
 
@@ -94,11 +95,16 @@ export function adminRoutes(deps: BrokerDeps): Router {
   router.post('/v1/leases/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
     const body = bulkBody.parse(req.body);
     const leases = await findLeases(deps, body.selector);
-    const { leaseIds: _ids, ...summary } = await requestRevocation(deps, leases, body.reason, actorOf(res), {
+    const { leaseIds: _ids, ...summary } = await startRevocation(deps, leases, body.reason, actorOf(res), {
       dryRun: body.dryRun,
       force: body.force,
     });
     res.json({ ...summary, dryRun: body.dryRun, force: body.force });
+  });
+
+  router.get('/v1/leases/revocations/:revocationId', requireAdmin(deps.config, 'view'), async (req, res) => {
+    z.strictObject({}).parse(req.query);
+    res.json(await revocationProgress(deps, id.parse(req.params.revocationId)));
   });
 
   router.post('/v1/leases/:leaseId/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
@@ -106,10 +112,11 @@ export function adminRoutes(deps: BrokerDeps): Router {
     const body = z.strictObject({ reason, force }).parse(req.body);
     const lease = await deps.leases.get(leaseId);
     if (!lease) throw new BrokerError('not_found', 'no such lease');
-    const summary = await requestRevocation(deps, [lease], body.reason, actorOf(res), { force: body.force });
+    if (isSettled(lease.state)) throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
+    const summary = await startRevocation(deps, [lease], body.reason, actorOf(res), { force: body.force });
     if (summary.revoked === 0 && lease.state !== 'revoking')
-      throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
-    res.status(202).json({ leaseId, state: 'revoking' });
+      throw new BrokerError('lease_not_active', 'the lease settled meanwhile');
+    res.status(202).json({ leaseId, state: 'revoking', revocationId: summary.revocationId });
   });
 
   router.get('/v1/audit', requireAdmin(deps.config, 'view'), async (req, res) => {
