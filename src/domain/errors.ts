@@ -21,7 +21,7 @@ export const ERROR_CATALOGUE = {
   policy_denied: { status: 403, summary: 'The Cedar policy did not permit this request.' },
   not_found: {
     status: 404,
-    summary: 'No such route, or no such task, lease or record visible to the caller.',
+    summary: 'No such route, or no such task, lease, revocation or record visible to the caller.',
   },
   unknown_grant: { status: 400, summary: 'The grant is not configured.' },
   grant_not_declared: {
