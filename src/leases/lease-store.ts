@@ -106,9 +106,6 @@ redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
 if state == 'irrevocable' then return 'still' end
 return 'became'`);
 
-/** Pipelined reads go in chunks this size, so one call never holds thousands of replies in one batch. */
-const READ_CHUNK = 1000;
-
 export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap' | 'task_cap' | 'identity_cap';
 
 const serialise = (lease: Lease): string[] => {
@@ -236,25 +233,6 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         const lease = parse(hash as Record<string, string>);
         return lease ? [lease] : [];
       });
-    },
-
-    /**
-     * Each lease's state and failed attempts (null: the lease is gone), read in pipelined chunks: following
-     * thousands of revocations costs two fields a lease, no lease body.
-     */
-    async statesOf(leaseIds: readonly string[]): Promise<({ state: LeaseState; attempts: number } | null)[]> {
-      const states: ({ state: LeaseState; attempts: number } | null)[] = [];
-      for (let i = 0; i < leaseIds.length; i += READ_CHUNK) {
-        const pipeline = redis.pipeline();
-        for (const id of leaseIds.slice(i, i + READ_CHUNK))
-          pipeline.hmget(keys.lease(id), 'state', 'attempts');
-        for (const [error, reply] of (await pipeline.exec()) ?? []) {
-          if (error) throw error;
-          const [state, attempts] = reply as (string | null)[];
-          states.push(state ? { state: state as LeaseState, attempts: Number(attempts ?? 0) } : null);
-        }
-      }
-      return states;
     },
 
     /** Lease ids matching a selector (the narrowest index), or without one every unsettled (or settled) lease. */

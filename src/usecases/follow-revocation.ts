@@ -1,5 +1,5 @@
 import { BrokerError } from '../domain/errors';
-import { isSettled, type Lease, type LeaseState } from '../domain/types';
+import { isSettled, type Lease } from '../domain/types';
 import type { BrokerDeps } from './deps';
 import { requestRevocation, type RevocationSummary } from './request-revocation';
 
@@ -40,23 +40,19 @@ export async function startRevocation(
   return { ...(await requestRevocation(deps, leases, reason, actor, options)), revocationId };
 }
 
-/** Where a revocation stands: its leases counted by state, from two fields a lease. */
+/** Where a revocation stands: its leases counted by state now, inside Redis (no lease body is read). */
 export async function revocationProgress(
-  deps: Pick<BrokerDeps, 'leases' | 'revocations'>,
+  deps: Pick<BrokerDeps, 'revocations'>,
   revocationId: string,
 ): Promise<RevocationProgress> {
   const leaseIds = await deps.revocations.leaseIds(revocationId);
   if (!leaseIds) throw new BrokerError('not_found', 'no such revocation (revocations are kept for a day)');
-  const states = await deps.leases.statesOf(leaseIds);
-  const byState = countByState(states.map((entry) => entry?.state ?? null));
-  const irrevocableLeaseIds = leaseIds
-    .filter((_id, index) => states[index]?.state === 'irrevocable')
-    .slice(0, LISTED_IRREVOCABLE);
+  const { byState, retrying, irrevocableLeaseIds } = await deps.revocations.countStates(
+    leaseIds,
+    LISTED_IRREVOCABLE,
+  );
   const irrevocable = byState.irrevocable ?? 0;
   const pending = (byState.active ?? 0) + (byState.revoking ?? 0);
-  const retrying = states.filter(
-    (entry) => entry && (entry.state === 'active' || entry.state === 'revoking') && entry.attempts > 0,
-  ).length;
   return {
     revocationId,
     total: leaseIds.length,
@@ -67,11 +63,4 @@ export async function revocationProgress(
     byState,
     irrevocableLeaseIds,
   };
-}
-
-/** Leases per state; a lease no longer stored counts as `purged` (deleted after it settled). */
-export function countByState(states: readonly (LeaseState | null)[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const state of states) counts[state ?? 'purged'] = (counts[state ?? 'purged'] ?? 0) + 1;
-  return counts;
 }
