@@ -1,15 +1,17 @@
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { bulkRevocationRows, measureBulkRevocation } from './bench/bulk-revoke';
 import { alignedTtl, measureBytesPerLease, measureRevocationLag } from './bench/leases';
 import { closedLoop, openLoop, type PhaseResult, type Target } from './bench/load-generator';
-import { startBenchEnvironment, type BenchEnvironment } from './bench/processes';
+import { BENCH_BULK_GRANT, startBenchEnvironment, type BenchEnvironment } from './bench/processes';
 import { printTable, verdictOf, writeJson, type Row } from './bench/report';
 import { prepareWorkload } from './bench/workload';
 
 /**
  * `npm run bench` — the product's performance targets, measured (docs/benchmark.md): issuance throughput
- * and latency against the irreducible floor in the same run, revocation lag, Redis bytes per lease.
+ * and latency against the irreducible floor in the same run, revocation lag, Redis bytes per lease, bulk
+ * revocation.
  * `--quick` is a short smoke run; BENCH_* variables override the sizes.
  */
 
@@ -36,6 +38,7 @@ const settings = {
   lagTtlSeconds: num('BENCH_LAG_TTL_SECONDS', 5, 3),
   burst: num('BENCH_BURST', 10_000, 2000),
   memoryLeases: num('BENCH_MEMORY_LEASES', 20_000, 3000),
+  bulkRevoke: num('BENCH_BULK_REVOKE', 10_000, 2000),
   watchdogSeconds: num('BENCH_WATCHDOG_SECONDS', 900, 240),
 };
 
@@ -140,14 +143,32 @@ async function run(env: BenchEnvironment) {
       `  drained in ${burst.drainMs} ms (expiry spread ${burst.expirySpreadMs} ms); lag p99 ${burst.lag.p99Ms} ms, max ${burst.lag.maxMs} ms`,
     );
 
-    return { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst };
+    log(`bulk revocation: ${settings.bulkRevoke} active leases, one POST /v1/leases/revoke by grant...`);
+    const bulkWorkload = await prepareWorkload(env, {
+      identities: 2,
+      tasksEach: 4,
+      grant: BENCH_BULK_GRANT,
+      subjectPrefix: 'bench-bulk',
+    });
+    const bulk = await measureBulkRevocation(redis, env, bulkWorkload.broker(3600), {
+      count: settings.bulkRevoke,
+      connections,
+      timeoutMs: 120_000,
+    });
+    log(
+      `  API call ${bulk.callMs} ms (matched ${bulk.matched}, started ${bulk.revoked}); all settled ${bulk.allSettledMs} ms ` +
+        `after the call was sent (worker drain ${bulk.workerDrainMs} ms); one progress poll ${bulk.progressPollMs} ms; ${JSON.stringify(bulk.states)}; ` +
+        `CPU ms per lease ${JSON.stringify(bulk.cpuMsPerLease)}`,
+    );
+
+    return { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst, bulk };
   } finally {
     redis.disconnect();
   }
 }
 
 function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
-  const { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst } = results;
+  const { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst, bulk } = results;
   const at1000 = brokerRates['1000'];
   const errors = [floorSaturated, brokerSaturated, floorAt1000, ...Object.values(brokerRates)].reduce(
     (sum, phase) => sum + phase.errors,
@@ -208,7 +229,7 @@ function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
     { measure: 'revocation lag max', value: lag.lag.maxMs, unit: 'ms', target: { op: '<=', limit: 5000 } },
     {
       measure: 'leases left unsettled',
-      value: lag.unsettled + burst.unsettled,
+      value: lag.unsettled + burst.unsettled + bulk.unsettled,
       unit: '',
       target: { op: '<=', limit: 0 },
     },
@@ -220,6 +241,7 @@ function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
     },
     { measure: 'burst: expiry spread', value: burst.expirySpreadMs, unit: 'ms' },
     { measure: 'burst: lag p99 / max', value: burst.lag.p99Ms, unit: `ms / ${burst.lag.maxMs} ms` },
+    ...bulkRevocationRows(bulk),
     {
       measure: 'Redis bytes per active lease',
       value: memory.bytesPerLease,

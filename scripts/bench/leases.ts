@@ -15,7 +15,7 @@ const key = {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Issues `count` leases as fast as the broker answers; returns the ids of those issued and the failures. */
-async function issue(
+export async function issue(
   target: Target,
   count: number,
   connections: number,
@@ -56,22 +56,8 @@ export async function measureRevocationLag(
   options: { count: number; connections: number; timeoutMs: number },
 ): Promise<RevocationLagResult> {
   const { ids, failures, ms } = await issue(target, options.count, options.connections);
-  let remaining = ids;
-  const deadline = Date.now() + options.timeoutMs;
-  while (remaining.length > 0 && Date.now() < deadline) {
-    await sleep(250);
-    const still: string[] = [];
-    for (let i = 0; i < remaining.length; i += 1000) {
-      const chunk = remaining.slice(i, i + 1000);
-      const scores = await redis.zmscore(key.settled, ...chunk);
-      chunk.forEach((id, index) => scores[index] === null && still.push(id));
-    }
-    remaining = still;
-  }
-
-  const pipeline = redis.pipeline();
-  for (const id of ids) pipeline.hmget(key.lease(id), 'state', 'expiresAtMs', 'revokedAtMs');
-  const rows = ((await pipeline.exec()) ?? []).map(([, row]) => row as (string | null)[]);
+  const remaining = await waitUntilSettled(redis, ids, options.timeoutMs);
+  const rows = await readLeases(redis, ids, ['state', 'expiresAtMs', 'revokedAtMs']);
   const states: Record<string, number> = {};
   const lags: number[] = [];
   let firstExpiry = Infinity;
@@ -99,6 +85,34 @@ export async function measureRevocationLag(
     drainMs: complete ? lastSettle - firstExpiry : NaN,
     drainAfterLastExpiryMs: complete ? lastSettle - lastExpiry : NaN,
   };
+}
+
+/**
+ * Polls the settled index (which the worker writes) until every lease in `ids` is in it or `timeoutMs`
+ * passes; returns the ids still unsettled. How often it polls does not matter to the figures: they are read
+ * from each lease's own timestamps afterwards.
+ */
+export async function waitUntilSettled(redis: Redis, ids: readonly string[], timeoutMs: number) {
+  let remaining = [...ids];
+  const deadline = Date.now() + timeoutMs;
+  while (remaining.length > 0 && Date.now() < deadline) {
+    await sleep(250);
+    const still: string[] = [];
+    for (let i = 0; i < remaining.length; i += 1000) {
+      const chunk = remaining.slice(i, i + 1000);
+      const scores = await redis.zmscore(key.settled, ...chunk);
+      chunk.forEach((id, index) => scores[index] === null && still.push(id));
+    }
+    remaining = still;
+  }
+  return remaining;
+}
+
+/** The given fields of each lease, in one pipeline. */
+export async function readLeases(redis: Redis, ids: readonly string[], fields: string[]) {
+  const pipeline = redis.pipeline();
+  for (const id of ids) pipeline.hmget(key.lease(id), ...fields);
+  return ((await pipeline.exec()) ?? []).map(([, row]) => row as (string | null)[]);
 }
 
 /**

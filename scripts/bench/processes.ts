@@ -15,6 +15,10 @@ import { freePort, startLocalRedis, type LocalRedis } from '../../src/wiring/loc
 const REPO = path.resolve(__dirname, '../../..');
 export const BENCH_ISSUER = 'https://bench.issuer.test';
 export const BENCH_GRANT = 'bench-read';
+/** The bulk-revocation phase's own grant, so its selector matches exactly the leases that phase issued. */
+export const BENCH_BULK_GRANT = 'bench-bulk';
+/** The on-call identity that revokes in bulk (role revoker: revoke and view). */
+export const BENCH_ADMIN = 'bench-admin';
 export const REDIS_PREFIX = 'tl:';
 
 /** Real Cedar, permissive for the bench's own issuer only: it checks the issuer, the ticket and the TTL. */
@@ -25,6 +29,10 @@ when { principal.issuer == "bench" && context.task.ticket like "BENCH-*" };
 
 @id("bench-issue")
 permit(principal, action == Action::"issue", resource == Grant::"${BENCH_GRANT}")
+when { principal.issuer == "bench" && context.task.ticket like "BENCH-*" && context.ttlSeconds <= 3600 };
+
+@id("bench-bulk-issue")
+permit(principal, action == Action::"issue", resource == Grant::"${BENCH_BULK_GRANT}")
 when { principal.issuer == "bench" && context.task.ticket like "BENCH-*" && context.ttlSeconds <= 3600 };
 `;
 
@@ -142,8 +150,15 @@ function writeConfig(dir: string, jwksFile: string): string {
         scopes: ['bench:read'],
         maxTtlSeconds: 3600,
       },
+      [BENCH_BULK_GRANT]: {
+        provider: 'jwt',
+        audience: 'https://bench.test',
+        scopes: ['bench:bulk'],
+        maxTtlSeconds: 3600,
+      },
     },
     policies: './policies',
+    admins: [{ issuer: 'bench', subjects: [BENCH_ADMIN], roles: ['revoker'] }],
     // Everything else (revocation concurrency, sweep interval, lease cap) stays at its default: that is what is measured.
     broker: { issuer: 'tasklease-bench', redisPrefix: REDIS_PREFIX },
   };

@@ -17,19 +17,21 @@ interface OwnedTask {
   taskId: string;
 }
 
+/** `grant`: the grant every task declares and every request asks for (default the bench's `bench-read`). */
 export async function prepareWorkload(
   env: BenchEnvironment,
-  options: { identities: number; tasksEach: number },
+  options: { identities: number; tasksEach: number; grant?: string; subjectPrefix?: string },
 ): Promise<Workload> {
+  const grant = options.grant ?? BENCH_GRANT;
   const agent = keepAliveAgent(4);
   const owned: OwnedTask[] = [];
   for (let i = 0; i < options.identities; i++) {
-    const token = await env.identityToken(`bench-agent-${i}`);
+    const token = await env.identityToken(`${options.subjectPrefix ?? 'bench-agent'}-${i}`);
     for (let j = 0; j < options.tasksEach; j++) {
       const body = {
         purpose: 'benchmark',
         ticket: `BENCH-${i}-${j}`,
-        grants: [BENCH_GRANT],
+        grants: [grant],
         ttlSeconds: 86_400,
       };
       const reply = await send(agent, env.api.port, jsonRequest('/v1/tasks', token, body));
@@ -51,10 +53,7 @@ export async function prepareWorkload(
       const fixed =
         typeof ttlSeconds === 'number'
           ? owned.map((task) =>
-              jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, {
-                grant: BENCH_GRANT,
-                ttlSeconds,
-              }),
+              jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, { grant, ttlSeconds }),
             )
           : null;
       let index = 0;
@@ -64,17 +63,14 @@ export async function prepareWorkload(
           if (fixed) return fixed[index++ % fixed.length] as ReturnType<Target['next']>;
           const task = pick();
           const ttl = (ttlSeconds as () => number)();
-          return jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, {
-            grant: BENCH_GRANT,
-            ttlSeconds: ttl,
-          });
+          return jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, { grant, ttlSeconds: ttl });
         },
       };
     },
     floor() {
       const first = owned[0] as OwnedTask;
       const one = jsonRequest(`/v1/tasks/${first.taskId}/credentials`, first.token, {
-        grant: BENCH_GRANT,
+        grant,
         ttlSeconds: 3600,
       });
       return { port: env.floor.port, next: () => one };
