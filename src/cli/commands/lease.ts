@@ -12,6 +12,9 @@ import {
   type WaitOutcome,
 } from '../wait-for-revocation';
 
+/** How long `--wait` waits unless told otherwise. */
+const DEFAULT_WAIT_SECONDS = 300;
+
 interface LeaseRow {
   leaseId: string;
   taskId: string;
@@ -72,7 +75,11 @@ export function registerLeaseCommands(program: Command, env: () => Env) {
       '--wait',
       `wait until every lease is settled or irrevocable, with progress on stderr; exit ${EXIT.irrevocable} if some are irrevocable`,
     )
-    .option('--timeout <seconds>', `with --wait: give up after this long, exit ${EXIT.timedOut}`, seconds)
+    .option(
+      '--timeout <seconds>',
+      `with --wait: give up after this long (default ${DEFAULT_WAIT_SECONDS}), exit ${EXIT.timedOut}`,
+      seconds,
+    )
     .option('--json', 'print JSON')
     .action(async (leaseId: string | undefined, options: RevokeOptions, command: Command) => {
       if (options.timeout !== undefined && !options.wait) command.error('--timeout goes with --wait');
@@ -92,8 +99,6 @@ export function registerLeaseCommands(program: Command, env: () => Env) {
       reportOutcome(outcome, timeoutSeconds, options.json ? answer : null);
     });
 }
-
-const DEFAULT_WAIT_SECONDS = 300;
 
 interface RevokeOptions {
   reason: string;
