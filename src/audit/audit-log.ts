@@ -11,7 +11,8 @@ export type AuditType =
   | 'lease.settled'
   | 'lease.revoke_failed'
   | 'lease.irrevocable'
-  | 'lease.force_closed';
+  | 'lease.force_closed'
+  | 'admin.call';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
+import type { Express } from 'express';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
@@ -9,6 +10,8 @@ import type { SigningKeyRing } from '../signing/signing-keys';
 import { createBrokerContext, type BrokerContext } from './broker-context';
 
 export interface RunningApi {
+  /** The Express app, for reading its route table. */
+  app: Express;
   server: Server;
   context: BrokerContext;
   url: string;
@@ -29,11 +32,13 @@ export async function startApi(options: {
 }): Promise<RunningApi> {
   const { logger } = options;
   const context = options.context ?? (await createBrokerContext({ ...options }));
-  if (!context.verifier) throw new Error('the API needs a context built with signing keys');
+  if (!context.verifier || !context.breakGlass)
+    throw new Error('the API needs a context built with signing keys');
   const app = createApp({
     keys: context.keys,
     broker: context.deps,
     verify: context.verifier.verify,
+    breakGlass: context.breakGlass,
     inspectToken: createTokenInspector({
       redis: context.redis,
       keys: context.keys,
@@ -63,6 +68,7 @@ export async function startApi(options: {
   };
 
   return {
+    app,
     server,
     context,
     url,

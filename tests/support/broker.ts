@@ -71,6 +71,8 @@ export interface TestBrokerOptions {
   alerts?: ConfigInput['alerts'];
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
+  /** Break-glass entries (config `breakGlass`). */
+  breakGlass?: ConfigInput['breakGlass'];
   /** Where log lines go (a test that reads them); the level is then `debug`. */
   logDestination?: { write(line: string): void };
 }
@@ -78,7 +80,8 @@ export interface TestBrokerOptions {
 /**
  * A broker on a free loopback port against the shared test Redis, under its own prefix: API, and by default
  * the real worker (BullMQ + sweeper) in the same process. Issuers: `agents` (workloads) and `corp` (admins:
- * oncall@example.com is admin, viewer@example.com viewer; `artifacts-api` is a resource server).
+ * oncall@example.com is admin, viewer@, revoker@ and approver@example.com hold the role of their name;
+ * `artifacts-api` is a resource server).
  */
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
   const dir = tempDir('broker');
@@ -107,7 +110,10 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     admins: [
       { issuer: 'corp', subjects: ['oncall@example.com'], roles: ['admin'] },
       { issuer: 'corp', subjects: ['viewer@example.com'], roles: ['viewer'] },
+      { issuer: 'corp', subjects: ['revoker@example.com'], roles: ['revoker'] },
+      { issuer: 'corp', subjects: ['approver@example.com'], roles: ['approver'] },
     ],
+    ...(options.breakGlass ? { breakGlass: options.breakGlass } : {}),
     resourceServers: options.resourceServers ?? [{ issuer: 'corp', subjects: ['artifacts-api'] }],
     broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },

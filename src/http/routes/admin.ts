@@ -4,7 +4,8 @@ import { BrokerError } from '../../domain/errors';
 import { identityKey, LEASE_STATES, TERMINAL_LEASE_STATES, type Lease } from '../../domain/types';
 import type { BrokerDeps } from '../../usecases/deps';
 import { requestRevocation, selectLeases } from '../../usecases/request-revocation';
-import { identityOf, requireAdmin } from '../authenticate';
+import { requireAdmin } from '../admin-gate';
+import { callerOf } from '../authenticate';
 import { leaseView } from '../views';
 
 const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
@@ -76,12 +77,21 @@ async function findLeases(deps: BrokerDeps, selector: Selector): Promise<Lease[]
   return [...found.values()].filter((lease) => !selector.provider || lease.provider === selector.provider);
 }
 
+/**
+ * Where admin routes live. The app authenticates these paths as admin routes (a break-glass token is
+ * accepted here and nowhere else), and refuses to start if a route under them does not begin with
+ * `requireAdmin` (which authorizes and audits the call).
+ */
+export const ADMIN_PATHS = ['/v1/leases', '/v1/audit'] as const;
+
+/** What the audit records of a revocation request: the selector and its options, never a secret. */
+const REVOKE_INPUT = ['selector', 'reason', 'dryRun', 'force'] as const;
+
 export function adminRoutes(deps: BrokerDeps): Router {
   const router = Router();
-  const actorOf = (res: Parameters<typeof identityOf>[0]) =>
-    `${identityOf(res).issuer}/${identityOf(res).subject}`;
+  const actorOf = (res: Parameters<typeof callerOf>[0]) => `${callerOf(res).issuer}/${callerOf(res).subject}`;
 
-  router.get('/v1/leases', requireAdmin(deps.config, 'view'), async (req, res) => {
+  router.get('/v1/leases', requireAdmin(deps, 'view'), async (req, res) => {
     const query = listQuery.parse(req.query);
     // Without another filter, `state=revoked|expired` reads the settled index: the unsettled one holds none.
     const settled = query.state !== undefined && TERMINAL_LEASE_STATES.has(query.state);
@@ -91,17 +101,28 @@ export function adminRoutes(deps: BrokerDeps): Router {
     res.json({ leases: leases.slice(0, query.limit).map(leaseView), total: leases.length });
   });
 
-  router.post('/v1/leases/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
-    const body = bulkBody.parse(req.body);
-    const leases = await findLeases(deps, body.selector);
-    const { leaseIds: _ids, ...summary } = await requestRevocation(deps, leases, body.reason, actorOf(res), {
-      dryRun: body.dryRun,
-      force: body.force,
-    });
-    res.json({ ...summary, dryRun: body.dryRun, force: body.force });
-  });
+  router.post(
+    '/v1/leases/revoke',
+    requireAdmin(deps, 'revoke', { auditBody: REVOKE_INPUT }),
+    async (req, res) => {
+      const body = bulkBody.parse(req.body);
+      const leases = await findLeases(deps, body.selector);
+      const { leaseIds: _ids, ...summary } = await requestRevocation(
+        deps,
+        leases,
+        body.reason,
+        actorOf(res),
+        {
+          dryRun: body.dryRun,
+          force: body.force,
+        },
+      );
+      res.json({ ...summary, dryRun: body.dryRun, force: body.force });
+    },
+  );
 
-  router.post('/v1/leases/:leaseId/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
+  const revokeOne = requireAdmin(deps, 'revoke', { auditBody: REVOKE_INPUT });
+  router.post('/v1/leases/:leaseId/revoke', revokeOne, async (req, res) => {
     const leaseId = id.parse(req.params.leaseId);
     const body = z.strictObject({ reason, force }).parse(req.body);
     const lease = await deps.leases.get(leaseId);
@@ -112,7 +133,7 @@ export function adminRoutes(deps: BrokerDeps): Router {
     res.status(202).json({ leaseId, state: 'revoking' });
   });
 
-  router.get('/v1/audit', requireAdmin(deps.config, 'view'), async (req, res) => {
+  router.get('/v1/audit', requireAdmin(deps, 'view'), async (req, res) => {
     const query = auditQuery.parse(req.query);
     const events = await deps.audit.query({
       task: query.task,
