@@ -5,6 +5,7 @@ import { generateSigningJwks } from '../signing/signing-keys';
 import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
 import { collectPairs, printJson } from './output';
+import { registerAdminCommands } from './commands/admin';
 import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);
+  registerAdminCommands(program);
 
   program
     .command('dev-token')

@@ -1,8 +1,56 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { freePort } from '../../src/wiring/local-redis';
 
-const BIN = path.resolve(__dirname, '../../bin/tasklease.js');
+const ROOT = path.resolve(__dirname, '../..');
+const BIN = path.join(ROOT, 'bin/tasklease.js');
+const run = promisify(execFile);
+
+/** dist/ is stale when a source file is newer than the CLI entry point (tsc rewrites every output each build). */
+function distIsStale(): boolean {
+  const newestMs = (dir: string): number =>
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((entry) =>
+        entry.isDirectory()
+          ? newestMs(path.join(dir, entry.name))
+          : statSync(path.join(dir, entry.name)).mtimeMs,
+      ),
+    );
+  try {
+    return newestMs(path.join(ROOT, 'src')) > statSync(path.join(ROOT, 'dist/cli/main.js')).mtimeMs;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * `npm test` builds before Jest starts; a lone run rebuilds only when src/ changed, so it never rewrites
+ * dist/ under a test file that is running the binary in parallel.
+ */
+export async function buildIfStale(): Promise<void> {
+  if (distIsStale()) await run('npm', ['run', 'build'], { cwd: ROOT });
+}
+
+/** Runs the binary to its end, asynchronously (a broker answering it may run in this very process). */
+export async function runTasklease(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', ...env },
+      timeout: 15_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
 
 export interface TaskleaseProcess {
   child: ChildProcess;
