@@ -249,6 +249,22 @@ describe('admin routes: roles enforced and audited on every call', () => {
       expect(['revoking', 'revoked']).toContain(await state(caller));
   });
 
+  it('fails closed: when the audit event cannot be written, the call fails and revokes nothing', async () => {
+    const { broker, tokens, leaseOf } = fleet;
+    const audit = broker.context.deps.audit;
+    const append = audit.append;
+    audit.append = () => Promise.reject(new Error('Connection is closed.'));
+    try {
+      const response = await broker.call('POST', `/v1/leases/${leaseOf.viewer}/revoke`, tokens.admin, {
+        reason: 'audit down',
+      });
+      expect(response).toMatchObject({ status: 503, body: { error: 'unavailable' } });
+    } finally {
+      audit.append = append;
+    }
+    expect((await broker.context.deps.leases.get(leaseOf.viewer))?.state).toBe('active');
+  });
+
   const refusedTokens: [string, () => string | null][] = [
     ['no token', () => null],
     ['a garbage token', () => 'garbage'],
