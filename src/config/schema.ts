@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { ADMIN_ROLES, BREAK_GLASS_ISSUER, BREAK_GLASS_TOKEN_PREFIX } from '../domain/types';
+import { ADMIN_ROLES, BREAK_GLASS_ISSUER } from '../domain/types';
+import { breakGlassEntrySchema, checkBreakGlass, pathsOfPlaintextTokens } from './break-glass';
+import { name } from './names';
 import { checkSessionPolicyTemplate } from './session-policy-template';
 
-/** Names used in keys, policies and URLs: lower-case letters, digits and dashes. */
-const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use lower-case letters, digits and dashes');
 const seconds = (max: number) => z.number().int().positive().max(max);
 
 export const ASYMMETRIC_ALGORITHMS = [
@@ -219,56 +219,10 @@ const vaultConnectionSchema = z.strictObject({
 });
 
 const roleSchema = z.enum(ADMIN_ROLES);
-/**
- * A break-glass token for when the identity provider is down: the config holds only the SHA-256 of the token
- * (`tasklease admin break-glass generate` prints both), so a leaked config file opens nothing.
- */
-const breakGlassSchema = z.strictObject({
-  /** Shown as the caller's subject (issuer `break-glass`) in the audit log, the logs and rate limits. */
-  name,
-  tokenSha256: z
-    .string()
-    .refine(
-      (value) => !value.startsWith(BREAK_GLASS_TOKEN_PREFIX),
-      'this is the token itself: put only its SHA-256 here and keep the token offline',
-    )
-    .pipe(z.string().regex(/^[0-9a-f]{64}$/, 'the SHA-256 of the token as 64 lower-case hex characters')),
-  roles: z.array(roleSchema).min(1).default(['admin']),
-  /** After this instant the token is refused (401). */
-  expiresAt: z.iso.datetime({ offset: true }).optional(),
-});
-
 const principalsSchema = z.strictObject({
   issuer: name,
   subjects: z.array(z.string().min(1)).min(1),
 });
-
-/** Each break-glass entry has its own name and its own token, so the audit tells who used which. */
-function checkBreakGlass(entries: z.output<typeof breakGlassSchema>[], ctx: z.RefinementCtx) {
-  const names = new Set<string>();
-  const hashes = new Set<string>();
-  entries.forEach((entry, index) => {
-    if (names.has(entry.name))
-      ctx.addIssue({ code: 'custom', path: ['breakGlass', index, 'name'], message: 'duplicate name' });
-    if (hashes.has(entry.tokenSha256))
-      ctx.addIssue({
-        code: 'custom',
-        path: ['breakGlass', index, 'tokenSha256'],
-        message: 'the same token as another entry',
-      });
-    names.add(entry.name);
-    hashes.add(entry.tokenSha256);
-  });
-}
-
-/** Paths of string values that are break-glass tokens: a token pasted anywhere in the file is refused. */
-function pathsOfPlaintextTokens(value: unknown, path: (string | number)[] = []): (string | number)[][] {
-  if (typeof value === 'string') return value.startsWith(BREAK_GLASS_TOKEN_PREFIX) ? [path] : [];
-  if (!value || typeof value !== 'object') return [];
-  return Object.entries(value).flatMap(([key, child]) =>
-    pathsOfPlaintextTokens(child, [...path, Array.isArray(value) ? Number(key) : key]),
-  );
-}
 
 export const configSchema = z
   .strictObject({
@@ -279,7 +233,7 @@ export const configSchema = z
     admins: z
       .array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) }))
       .default([]),
-    breakGlass: z.array(breakGlassSchema).default([]),
+    breakGlass: z.array(breakGlassEntrySchema).default([]),
     /**
      * Identities allowed to introspect broker-issued tokens (RFC 7662), besides admins.
      * `audiences`: the token audiences this resource server may introspect; a token for any other audience
@@ -406,4 +360,4 @@ export type AwsStsGrantConfig = z.output<typeof awsStsGrantSchema>;
 export type VaultGrantConfig = z.output<typeof vaultGrantSchema>;
 export type VaultConnectionConfig = z.output<typeof vaultConnectionSchema>;
 export type AdminRole = z.output<typeof roleSchema>;
-export type BreakGlassConfig = Config['breakGlass'][number];
+export type { BreakGlassConfig } from './break-glass';

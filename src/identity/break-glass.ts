@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { BreakGlassConfig } from '../config/schema';
+import type { BreakGlassConfig } from '../config/break-glass';
 import { BrokerError } from '../domain/errors';
 import { BREAK_GLASS_ISSUER, BREAK_GLASS_TOKEN_PREFIX, type BreakGlassCaller } from '../domain/types';
 

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import YAML from 'yaml';
-import { ADMIN_ROLES, type AdminRole } from '../../domain/types';
+import { breakGlassEntrySchema, type BreakGlassConfig } from '../../config/break-glass';
+import { ADMIN_ROLES } from '../../domain/types';
 import { generateBreakGlassToken } from '../../identity/break-glass';
 import { printJson } from '../output';
-
-const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 const WARNING = `
 The token above is shown once and is not stored anywhere: keep it offline (a sealed envelope, a safe,
@@ -19,25 +18,22 @@ interface GenerateOptions {
   json?: boolean;
 }
 
-/** The config entry for a new token: only its hash, the roles and the expiry. */
-function breakGlassEntry(options: GenerateOptions, tokenSha256: string) {
-  if (!NAME.test(options.name)) throw new Error('--name: use lower-case letters, digits and dashes');
-  const roles = options.roles.split(',').map((role) => role.trim());
-  const unknown = roles.filter((role) => !(ADMIN_ROLES as readonly string[]).includes(role));
-  if (unknown.length > 0)
-    throw new Error(`--roles: unknown role ${unknown.join(', ')} (${ADMIN_ROLES.join(' | ')})`);
-  let expiresAt: string | undefined;
-  if (options.expiresAt !== undefined) {
-    const atMs = Date.parse(options.expiresAt);
-    if (Number.isNaN(atMs)) throw new Error('--expires-at: an ISO 8601 date such as 2027-01-31T00:00:00Z');
-    expiresAt = new Date(atMs).toISOString();
-  }
-  return {
+const OPTION_OF: Record<string, string> = { name: '--name', roles: '--roles', expiresAt: '--expires-at' };
+
+/** The config entry for a new token (only its hash), checked by the very schema the broker loads it with. */
+function breakGlassEntry(options: GenerateOptions, tokenSha256: string): BreakGlassConfig {
+  // A date alone (2027-01-31) is taken as midnight UTC and written out in full.
+  const atMs = options.expiresAt === undefined ? undefined : Date.parse(options.expiresAt);
+  const result = breakGlassEntrySchema.safeParse({
     name: options.name,
     tokenSha256,
-    roles: roles as AdminRole[],
-    ...(expiresAt ? { expiresAt } : {}),
-  };
+    roles: options.roles.split(',').map((role) => role.trim()),
+    expiresAt: atMs === undefined || Number.isNaN(atMs) ? options.expiresAt : new Date(atMs).toISOString(),
+  });
+  if (result.success) return result.data;
+  const [issue] = result.error.issues;
+  const field = String(issue?.path[0]);
+  throw new Error(`${OPTION_OF[field] ?? field}: ${issue?.message}`);
 }
 
 export function registerAdminCommands(program: Command) {
