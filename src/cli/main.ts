@@ -5,13 +5,17 @@ import { generateSigningJwks } from '../signing/signing-keys';
 import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
 import { collectPairs, printJson } from './output';
+import { registerAuditCommands } from './commands/audit';
 import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
 
-/** Exit codes: 0 ok, 1 error, 2 usage, 3 policy denied (policy check), 4 API refused the call. */
+/**
+ * Exit codes: 0 ok, 1 error, 2 usage, 3 policy denied (policy check), 4 API refused the call,
+ * 6 verification failed (audit verify, record verify).
+ */
 export function buildProgram(): Command {
   let env: Env | undefined;
   const getEnv = () => (env ??= readEnv());
@@ -23,6 +27,7 @@ export function buildProgram(): Command {
 
   registerProcessCommands(program, getEnv);
   registerLeaseCommands(program, getEnv);
+  registerAuditCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { freePort } from '../../src/wiring/local-redis';
 
@@ -39,6 +39,28 @@ export function spawnTasklease(
       clearTimeout(timer);
     },
   };
+}
+
+/** Runs the CLI to completion: its exit code and what it printed. */
+export function runTasklease(
+  args: string[],
+  env: Record<string, string>,
+  options: { timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+        timeout: options.timeoutMs ?? 30_000,
+      },
+      (error, stdout, stderr) => {
+        if (error && typeof error.code !== 'number') return reject(error);
+        resolve({ code: error ? (error.code as number) : 0, stdout, stderr });
+      },
+    );
+  });
 }
 
 /** Polls a URL until it answers 200 (or the process dies, or time runs out). */
