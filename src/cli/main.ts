@@ -11,6 +11,7 @@ import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
+import { registerTaskCommands } from './commands/task';
 
 /**
  * Exit codes: 0 ok, 1 error, 2 usage, 3 policy denied (policy check), 4 API refused the call,
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerProcessCommands(program, getEnv);
   registerLeaseCommands(program, getEnv);
   registerAuditCommands(program, getEnv);
+  registerTaskCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);
