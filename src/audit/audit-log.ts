@@ -10,6 +10,7 @@ export type AuditType =
   | 'credential.issued'
   | 'credential.denied'
   | 'lease.revoke_requested'
+  | 'lease.retry_requested'
   | 'lease.settled'
   | 'lease.revoke_failed'
   | 'lease.irrevocable'
