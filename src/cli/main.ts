@@ -6,13 +6,18 @@ import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
 import { collectPairs, printJson } from './output';
 import { registerAdminCommands } from './commands/admin';
+import { registerAuditCommands } from './commands/audit';
 import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
+import { registerTaskCommands } from './commands/task';
 
-/** Exit codes: 0 ok, 1 error, 2 usage, 3 policy denied (policy check), 4 API refused the call. */
+/**
+ * Exit codes: 0 ok, 1 error, 2 usage, 3 policy denied (policy check), 4 API refused the call,
+ * 6 verification failed (audit verify, record verify).
+ */
 export function buildProgram(): Command {
   let env: Env | undefined;
   const getEnv = () => (env ??= readEnv());
@@ -24,6 +29,8 @@ export function buildProgram(): Command {
 
   registerProcessCommands(program, getEnv);
   registerLeaseCommands(program, getEnv);
+  registerAuditCommands(program, getEnv);
+  registerTaskCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);

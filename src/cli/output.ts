@@ -27,3 +27,6 @@ export const collectPairs = (value: string, previous: Record<string, string> = {
   if (index < 1) throw new Error(`expected key=value, got "${value}"`);
   return { ...previous, [value.slice(0, index)]: value.slice(index + 1) };
 };
+
+/** `audit verify` or `record verify` found something that does not verify. */
+export const EXIT_VERIFICATION_FAILED = 6;

@@ -281,6 +281,15 @@ export const configSchema = z
         debounceSeconds: z.number().int().min(1).max(3600).default(30),
       })
       .prefault({}),
+    /** The hash-chained audit log (docs/architecture.md, "The audit log"). */
+    audit: z
+      .strictObject({
+        /** How often the API seals (chains and signs) newly appended events; an event is unsealed this long. */
+        sealIntervalMs: z.number().int().min(100).max(60_000).default(1000),
+        /** A JSONL copy of the sealed log, kept by `tasklease worker` (and dev) on its own disk. */
+        file: z.string().min(1).optional(),
+      })
+      .prefault({}),
     /** RFC 8693 token exchange at POST /v1/token. */
     tokenExchange: z
       .strictObject({

@@ -13,6 +13,7 @@ import { errorHandler, notFound } from './errors';
 import { createRateLimit, rateLimitMiddleware } from './rate-limit';
 import type { RedisKeys } from '../leases/keys';
 import { ADMIN_PATHS, adminRoutes } from './routes/admin';
+import { auditExportRoutes } from './routes/audit-export';
 import { oauthRoutes } from './routes/oauth';
 import { systemRoutes } from './routes/system';
 import { taskRoutes } from './routes/tasks';
@@ -77,6 +78,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(tokenExchangeRoutes(deps.broker, verify, deps.logger, rateLimit));
   app.use(taskRoutes(deps.broker));
   app.use(adminRoutes(deps.broker));
+  app.use(auditExportRoutes(deps.broker));
   app.use('/v1/token', tokenExchangeErrors(deps.logger));
   app.use(notFound);
   app.use(errorHandler(deps.logger));

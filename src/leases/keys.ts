@@ -33,6 +33,10 @@ export class RedisKeys {
   /** A subject token already exchanged for a grant (RFC 8693 replay); expires with the token. */
   exchanged = (tokenSha256: string, grant: string) => `${this.prefix}exchanged:${tokenSha256}:${grant}`;
   audit = () => `${this.prefix}audit`;
+  /** Signed seals over runs of audit events; each entry's id is the id of the last event it covers. */
+  auditSeals = () => `${this.prefix}audit-seals`;
+  /** Held by the one API replica sealing at a time (the seal's compare-and-set is what keeps it correct). */
+  auditSealLock = () => `${this.prefix}audit-seal-lock`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;
 }

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Express } from 'express';
+import { startAuditSealer } from '../audit/audit-sealer';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
@@ -49,6 +50,16 @@ export async function startApi(options: {
     metrics: context.metrics,
     logger,
   });
+  const sealer = startAuditSealer({
+    redis: context.redis,
+    keys: context.keys,
+    audit: context.deps.audit,
+    signingKeys: options.signingKeys,
+    brokerIssuer: options.config.broker.issuer,
+    intervalMs: options.config.audit.sealIntervalMs,
+    nowMs: context.deps.nowMs,
+    onError: (error) => logger.warn({ err: (error as Error).message }, 'audit sealing failed; retrying'),
+  });
   const server = app.listen(options.port, options.host);
   await once(server, 'listening');
   server.keepAliveTimeout = 65_000;
@@ -80,6 +91,8 @@ export async function startApi(options: {
       const force = setTimeout(() => server.closeAllConnections(), 10_000);
       await closed;
       clearTimeout(force);
+      // After the last request: what it audited is sealed before the process goes.
+      await sealer.stop();
       if (!options.context) await context.close();
     },
   };

@@ -97,9 +97,31 @@ const ADMIN_ROUTES: Record<string, AdminRouteRow> = {
     allowedStatus: 202,
     input: (f, caller) => ({ 'params.leaseId': f.leaseOf[caller], 'body.reason': 'roles table' }),
   },
+  'POST /v1/leases/retry': {
+    permission: 'revoke',
+    request: () => ({ path: '/v1/leases/retry', body: { reason: 'backend is back' } }),
+    allowedStatus: 202,
+    input: () => ({ 'body.reason': 'backend is back' }),
+  },
+  'POST /v1/leases/:leaseId/retry': {
+    permission: 'revoke',
+    request: (f, caller) => ({
+      path: `/v1/leases/${f.leaseOf[caller]}/retry`,
+      body: { reason: 'backend is back' },
+    }),
+    // The route runs, and refuses for its own reason: the lease is not irrevocable.
+    allowedStatus: 409,
+    input: (f, caller) => ({ 'params.leaseId': f.leaseOf[caller], 'body.reason': 'backend is back' }),
+  },
   'GET /v1/audit': {
     permission: 'view',
     request: (f, caller) => ({ path: `/v1/audit?task=${f.taskOf[caller]}&limit=10` }),
+    allowedStatus: 200,
+    input: (f, caller) => ({ 'query.task': f.taskOf[caller], 'query.limit': '10' }),
+  },
+  'GET /v1/audit/export': {
+    permission: 'view',
+    request: (f, caller) => ({ path: `/v1/audit/export?task=${f.taskOf[caller]}&limit=10` }),
     allowedStatus: 200,
     input: (f, caller) => ({ 'query.task': f.taskOf[caller], 'query.limit': '10' }),
   },

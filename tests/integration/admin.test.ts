@@ -511,9 +511,10 @@ describe('admin CLI: tasklease lease ls | revoke', () => {
     expect(result.code).toBe(0);
     const lines = result.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^LEASEID\s+STATE\s+GRANT/);
-    expect(lines).toHaveLength(2);
+    expect(lines).toHaveLength(3);
     expect(lines[1]).toContain(fleet.tasks.C.leaseIds[0]);
     expect(lines[1]).toContain('robots/alpha');
+    expect(lines[2]).toBe('1 lease: 1 active');
   });
 
   it('lease revoke <id> --reason revokes that lease', async () => {

@@ -69,6 +69,7 @@ export interface TestBrokerOptions {
   /** Another Redis than the shared test one (a test that stops its Redis). */
   redisUrl?: string;
   alerts?: ConfigInput['alerts'];
+  audit?: ConfigInput['audit'];
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
   /** Break-glass entries (config `breakGlass`). */
@@ -118,6 +119,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
     ...(options.alerts ? { alerts: options.alerts } : {}),
+    ...(options.audit ? { audit: options.audit } : {}),
   };
   const configFile = path.join(dir, 'tasklease.json');
   writeFileSync(configFile, JSON.stringify(input));

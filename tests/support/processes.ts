@@ -6,7 +6,6 @@ import { freePort } from '../../src/wiring/local-redis';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'bin/tasklease.js');
-const run = promisify(execFile);
 
 /** dist/ is stale when a source file is newer than the CLI entry point (tsc rewrites every output each build). */
 function distIsStale(): boolean {
@@ -31,25 +30,7 @@ function distIsStale(): boolean {
  * dist/ under a test file that is running the binary in parallel.
  */
 export async function buildIfStale(): Promise<void> {
-  if (distIsStale()) await run('npm', ['run', 'build'], { cwd: ROOT });
-}
-
-/** Runs the binary to its end, asynchronously (a broker answering it may run in this very process). */
-export async function runTasklease(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', ...env },
-      timeout: 15_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
+  if (distIsStale()) await promisify(execFile)('npm', ['run', 'build'], { cwd: ROOT });
 }
 
 export interface TaskleaseProcess {
@@ -87,6 +68,28 @@ export function spawnTasklease(
       clearTimeout(timer);
     },
   };
+}
+
+/** Runs the CLI to completion: its exit code and what it printed. */
+export function runTasklease(
+  args: string[],
+  env: Record<string, string>,
+  options: { timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+        timeout: options.timeoutMs ?? 30_000,
+      },
+      (error, stdout, stderr) => {
+        if (error && typeof error.code !== 'number') return reject(error);
+        resolve({ code: error ? (error.code as number) : 0, stdout, stderr });
+      },
+    );
+  });
 }
 
 /** Polls a URL until it answers 200 (or the process dies, or time runs out). */

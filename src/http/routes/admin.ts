@@ -1,9 +1,16 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { BrokerError } from '../../domain/errors';
-import { identityKey, LEASE_STATES, TERMINAL_LEASE_STATES, type Lease } from '../../domain/types';
+import {
+  identityKey,
+  LEASE_STATES,
+  TERMINAL_LEASE_STATES,
+  type Lease,
+  type LeaseState,
+} from '../../domain/types';
 import type { BrokerDeps } from '../../usecases/deps';
 import { requestRevocation, selectLeases } from '../../usecases/request-revocation';
+import { retryIrrevocable } from '../../usecases/retry-irrevocable';
 import { requireAdmin } from '../admin-gate';
 import { callerOf } from '../authenticate';
 import { leaseView } from '../views';
@@ -41,6 +48,8 @@ const bulkBody = z.strictObject({
   dryRun: z.boolean().default(false),
   force,
 });
+/** A retry needs no reason (the lease keeps the one it was revoked for); one given goes to the audit. */
+const retryBody = z.strictObject({ reason: reason.optional() });
 const auditQuery = z.strictObject({
   task: id.optional(),
   lease: id.optional(),
@@ -86,6 +95,17 @@ export const ADMIN_PATHS = ['/v1/leases', '/v1/audit'] as const;
 
 /** What the audit records of a revocation request: the selector and its options, never a secret. */
 const REVOKE_INPUT = ['selector', 'reason', 'dryRun', 'force'] as const;
+const RETRY_INPUT = ['reason'] as const;
+
+/** How many leases are in each state (states with none left out), for an at-a-glance summary. */
+function countByState(leases: readonly Lease[]): Partial<Record<LeaseState, number>> {
+  const counts: Partial<Record<LeaseState, number>> = {};
+  for (const state of LEASE_STATES) {
+    const count = leases.filter((lease) => lease.state === state).length;
+    if (count > 0) counts[state] = count;
+  }
+  return counts;
+}
 
 export function adminRoutes(deps: BrokerDeps): Router {
   const router = Router();
@@ -98,7 +118,11 @@ export function adminRoutes(deps: BrokerDeps): Router {
     const leases = (await findLeases(deps, { ...query, settled }))
       .filter((lease) => !query.state || lease.state === query.state)
       .sort((a, b) => a.createdAtMs - b.createdAtMs);
-    res.json({ leases: leases.slice(0, query.limit).map(leaseView), total: leases.length });
+    res.json({
+      leases: leases.slice(0, query.limit).map(leaseView),
+      total: leases.length,
+      countsByState: countByState(leases),
+    });
   });
 
   router.post(
@@ -132,6 +156,33 @@ export function adminRoutes(deps: BrokerDeps): Router {
       throw new BrokerError('lease_not_active', `the lease is ${lease.state}`);
     res.status(202).json({ leaseId, state: 'revoking' });
   });
+
+  router.post(
+    '/v1/leases/retry',
+    requireAdmin(deps, 'revoke', { auditBody: RETRY_INPUT }),
+    async (req, res) => {
+      const body = retryBody.parse(req.body ?? {});
+      const leases = await deps.leases.getMany(await deps.leases.irrevocableIds());
+      const { retried } = await retryIrrevocable(deps, leases, actorOf(res), body.reason);
+      res.status(202).json({ matched: leases.length, retried: retried.length });
+    },
+  );
+
+  router.post(
+    '/v1/leases/:leaseId/retry',
+    requireAdmin(deps, 'revoke', { auditBody: RETRY_INPUT }),
+    async (req, res) => {
+      const leaseId = id.parse(req.params.leaseId);
+      const body = retryBody.parse(req.body ?? {});
+      const lease = await deps.leases.get(leaseId);
+      if (!lease) throw new BrokerError('not_found', 'no such lease');
+      const { refused } = await retryIrrevocable(deps, [lease], actorOf(res), body.reason);
+      const state = refused[0]?.state;
+      if (state === 'missing') throw new BrokerError('not_found', 'no such lease');
+      if (state) throw new BrokerError('lease_not_irrevocable', `the lease is ${state}, not irrevocable`);
+      res.status(202).json({ leaseId, state: 'irrevocable' });
+    },
+  );
 
   router.get('/v1/audit', requireAdmin(deps, 'view'), async (req, res) => {
     const query = auditQuery.parse(req.query);
