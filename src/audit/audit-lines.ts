@@ -44,21 +44,28 @@ export interface ParsedAuditFile {
   seals: StoredSeal[];
 }
 
-/** Reads JSONL back; a line that is not one of ours is an error naming its line number. */
+/**
+ * Reads JSONL back; a line that is not one of ours is an error naming its line number. An event line must be
+ * byte for byte what the broker writes for the event it holds: otherwise a line with, say, a duplicate key
+ * would verify while a reader (or grep) sees the other value.
+ */
 export function parseAuditLines(text: string): ParsedAuditFile {
   const out: ParsedAuditFile = { header: null, entries: [], seals: [] };
   text.split('\n').forEach((line, index) => {
     if (line.trim() === '') return;
-    let value: { type?: string; id?: unknown; event?: unknown; seal?: unknown };
+    let value: { type?: string; id?: unknown; event?: unknown; seal?: unknown } | null;
     try {
       value = JSON.parse(line) as typeof value;
     } catch {
       throw new Error(`line ${index + 1} is not JSON`);
     }
-    if (value.type === 'header' && index === 0) out.header = value as unknown as AuditHeader;
-    else if (value.type === 'event' && typeof value.id === 'string' && value.event !== undefined)
-      out.entries.push({ id: value.id, json: JSON.stringify(value.event) });
-    else if (value.type === 'seal' && typeof value.id === 'string' && typeof value.seal === 'string')
+    if (value?.type === 'header' && index === 0) out.header = value as unknown as AuditHeader;
+    else if (value?.type === 'event' && typeof value.id === 'string' && value.event !== undefined) {
+      const entry = { id: value.id, json: JSON.stringify(value.event) };
+      if (eventLine(entry) !== line)
+        throw new Error(`line ${index + 1} is not written as the broker writes events (edited by hand?)`);
+      out.entries.push(entry);
+    } else if (value?.type === 'seal' && typeof value.id === 'string' && typeof value.seal === 'string')
       out.seals.push({ id: value.id, jws: value.seal });
     else throw new Error(`line ${index + 1} is not an audit header, event or seal`);
   });

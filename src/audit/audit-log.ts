@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../leases/keys';
 import { luaScript } from '../leases/lua-script';
-import { compareStreamIds } from './stream-ids';
+import { streamIdKey } from './stream-ids';
 
 export type AuditType =
   | 'task.declared'
@@ -80,6 +80,11 @@ const toEntries = (page: [string, string[]][]): RawAuditEntry[] =>
   page.map(([id, fields]) => ({ id, json: fields[1] ?? '' }));
 const toSeals = (page: [string, string[]][]): StoredSeal[] =>
   page.map(([id, fields]) => ({ id, jws: fields[1] ?? '' }));
+/** A cheap pre-test: the JSON must contain each filtered value as a string (JSON escapes it the same way). */
+const mightMatch = (json: string, filter: AuditFilter) =>
+  [filter.task, filter.lease, filter.subject, filter.issuer].every(
+    (value) => value === undefined || json.includes(JSON.stringify(value)),
+  );
 /** XRANGE's exclusive start after an id, or the beginning. */
 const after = (id: string | undefined) => (id ? `(${id}` : '-');
 
@@ -101,6 +106,8 @@ export function createAuditLog(redis: Redis, keys: RedisKeys) {
     for (;;) {
       const page = await entries(afterId, 1000);
       for (const entry of page) {
+        // Most events are another task's: a substring test spares parsing them on the API's event loop.
+        if (!mightMatch(entry.json, filter)) continue;
         const event = JSON.parse(entry.json) as AuditEvent;
         const matches =
           (!filter.task || event.task === filter.task) &&
@@ -147,18 +154,20 @@ export function createAuditLog(redis: Redis, keys: RedisKeys) {
     },
 
     /**
-     * The seals covering events, given their ids in stream order: for each id not yet covered, the first
-     * seal whose id (its last event) is not before it. One round trip per seal, not per event.
+     * The seals covering events, given their ids in stream order: for each id not yet covered, the seals
+     * from it on, a hundred per round trip (the first whose id, its last event, is not before an event
+     * covers it).
      */
     async sealsCovering(eventIds: readonly string[]): Promise<StoredSeal[]> {
       const out: StoredSeal[] = [];
-      let covered: string | undefined;
+      let fetched: StoredSeal[] = [];
       for (const id of eventIds) {
-        if (covered && compareStreamIds(id, covered) <= 0) continue;
-        const seal = toSeals(await redis.xrange(keys.auditSeals(), id, '+', 'COUNT', 1))[0];
+        const key = streamIdKey(id);
+        const known = fetched.find((seal) => streamIdKey(seal.id) >= key);
+        const seal =
+          known ?? (fetched = toSeals(await redis.xrange(keys.auditSeals(), id, '+', 'COUNT', 100)))[0];
         if (!seal) break;
-        out.push(seal);
-        covered = seal.id;
+        if (out[out.length - 1]?.id !== seal.id) out.push(seal);
       }
       return out;
     },

@@ -1,11 +1,16 @@
-/** Redis stream ids `<ms>-<seq>` in order; anything else sorts first (it is reported, not trusted). */
+const STREAM_ID = /^(\d{1,20})-(\d{1,20})$/;
+
+/**
+ * A Redis stream id `<ms>-<seq>` as a string that sorts like the id (both parts zero-padded); anything that
+ * is not a stream id sorts first (it is reported, never trusted). Compute it once per id: verifying a large
+ * log compares ids millions of times.
+ */
+export function streamIdKey(id: string): string {
+  const match = STREAM_ID.exec(id);
+  return match ? `${(match[1] as string).padStart(20, '0')}-${(match[2] as string).padStart(20, '0')}` : '';
+}
+
 export function compareStreamIds(a: string, b: string): number {
-  const parse = (id: string): [bigint, bigint] => {
-    const match = /^(\d{1,20})-(\d{1,20})$/.exec(id);
-    return match ? [BigInt(match[1] as string), BigInt(match[2] as string)] : [-1n, -1n];
-  };
-  const [aMs, aSeq] = parse(a);
-  const [bMs, bSeq] = parse(b);
-  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
-  return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
+  const [keyA, keyB] = [streamIdKey(a), streamIdKey(b)];
+  return keyA < keyB ? -1 : keyA > keyB ? 1 : 0;
 }

@@ -18,6 +18,11 @@ interface ExportPage {
   next: string | null;
 }
 
+interface SealsPage {
+  seals: { id: string; seal: string }[];
+  next: string | null;
+}
+
 /** Every page of `GET /v1/audit/export` for a filter (none: the whole log), seals de-duplicated. */
 export async function fetchAudit(
   call: Call,
@@ -35,6 +40,16 @@ export async function fetchAudit(
     for (const seal of page.seals) seals.set(seal.id, { id: seal.id, jws: seal.seal });
     after = page.next;
   } while (after);
+  // The whole log: every seal too, a seal whose events were all deleted among them.
+  if (!Object.values(filter).some(Boolean)) {
+    let afterSeal: string | null = null;
+    do {
+      const query: string = afterSeal ? `?limit=1000&after=${afterSeal}` : '?limit=1000';
+      const page: SealsPage = await call<SealsPage>('GET', `/v1/audit/seals${query}`);
+      for (const seal of page.seals) seals.set(seal.id, { id: seal.id, jws: seal.seal });
+      afterSeal = page.next;
+    } while (afterSeal);
+  }
   return { entries, seals: [...seals.values()] };
 }
 

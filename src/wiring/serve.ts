@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Express } from 'express';
-import { startAuditSealer } from '../audit/audit-sealer';
+import { AuditTamperError, startAuditSealer } from '../audit/audit-sealer';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
@@ -50,19 +50,10 @@ export async function startApi(options: {
     metrics: context.metrics,
     logger,
   });
-  const sealer = startAuditSealer({
-    redis: context.redis,
-    keys: context.keys,
-    audit: context.deps.audit,
-    signingKeys: options.signingKeys,
-    brokerIssuer: options.config.broker.issuer,
-    intervalMs: options.config.audit.sealIntervalMs,
-    nowMs: context.deps.nowMs,
-    onError: (error) => logger.warn({ err: (error as Error).message }, 'audit sealing failed; retrying'),
-  });
   const server = app.listen(options.port, options.host);
   await once(server, 'listening');
   server.keepAliveTimeout = 65_000;
+  const sealer = startSealer(context, options.config, options.signingKeys, logger);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
@@ -96,4 +87,35 @@ export async function startApi(options: {
       if (!options.context) await context.close();
     },
   };
+}
+
+/** The audit sealer: chains and signs what this API appended; logs the chain's head once a minute. */
+function startSealer(context: BrokerContext, config: Config, signingKeys: SigningKeyRing, logger: Logger) {
+  let lastHeadLoggedMs = 0;
+  return startAuditSealer({
+    redis: context.redis,
+    keys: context.keys,
+    audit: context.deps.audit,
+    signingKeys: signingKeys,
+    brokerIssuer: config.broker.issuer,
+    intervalMs: config.audit.sealIntervalMs,
+    nowMs: context.deps.nowMs,
+    onError: (error) => {
+      if (!(error instanceof AuditTamperError))
+        return logger.warn({ err: (error as Error).message }, 'audit sealing failed; retrying');
+      context.metrics.auditSealingHalted.set(1);
+      logger.error(
+        { err: error.message },
+        'audit log rewritten in Redis: sealing stopped; run tasklease audit verify, then restart the API',
+      );
+    },
+    onSealed: (head) => {
+      context.metrics.auditEventsSealed.inc(head.events);
+      // The chain's head outside Redis, once a minute: `audit verify --expect seq:hash` checks a later log
+      // still holds it (truncating the newest events with their seals is otherwise invisible).
+      if (context.deps.nowMs() - lastHeadLoggedMs < 60_000) return;
+      lastHeadLoggedMs = context.deps.nowMs();
+      logger.info({ seq: head.seq, id: head.id, hash: head.hash }, 'audit sealed');
+    },
+  });
 }

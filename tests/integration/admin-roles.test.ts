@@ -125,6 +125,12 @@ const ADMIN_ROUTES: Record<string, AdminRouteRow> = {
     allowedStatus: 200,
     input: (f, caller) => ({ 'query.task': f.taskOf[caller], 'query.limit': '10' }),
   },
+  'GET /v1/audit/seals': {
+    permission: 'view',
+    request: () => ({ path: '/v1/audit/seals?limit=5' }),
+    allowedStatus: 200,
+    input: () => ({ 'query.limit': '5' }),
+  },
 };
 
 /** Every other route, and who calls it. A new route of any kind must be listed here or above. */

@@ -33,10 +33,14 @@ async function activity(broker: TestBroker, subject: string) {
   return task.body.taskId as string;
 }
 
-/** Until the newest seal covers the newest event. */
-async function sealed(broker: TestBroker) {
+/** Until every revocation has settled (the worker's events are in) and the newest seal covers the newest event. */
+async function sealed(broker: TestBroker, settledLeases: number) {
   const { redis, keys } = broker.context;
   await waitFor(async () => {
+    const settled = (await broker.context.deps.audit.query({ limit: 10_000 })).filter(
+      (event) => event.type === 'lease.settled',
+    );
+    if (settled.length < settledLeases) return false;
     const [newestEvent] = await redis.xrevrange(keys.audit(), '+', '-', 'COUNT', 1);
     const newestSeal = await broker.context.deps.audit.newestSeal();
     return newestEvent && newestSeal?.id === newestEvent[0];
@@ -75,7 +79,7 @@ describe('the hash-chained audit log', () => {
     writeFileSync(jwksFile, JSON.stringify(broker.signingKeys.jwks));
     taskId = await activity(broker, 'agent-1');
     await activity(broker, 'agent-2');
-    await sealed(broker);
+    await sealed(broker, 6);
   });
   afterEach(() => broker.close());
 
@@ -139,6 +143,9 @@ describe('the hash-chained audit log', () => {
   });
 
   it('notices a seal not signed by the broker, and a removed seal', async () => {
+    // A third task after everything was sealed: at least two seals, whatever the timing.
+    await activity(broker, 'agent-3');
+    await sealed(broker, 9);
     const { redis, keys } = broker.context;
     const seals = (await redis.xrange(keys.auditSeals(), '-', '+')).map(
       ([id, fields]) => [id, fields[1] as string] as [string, string],
@@ -163,6 +170,54 @@ describe('the hash-chained audit log', () => {
     expect(await kinds()).toContain('bad-seal');
     await rewriteSeals(seals.slice(1));
     expect(await kinds()).toContain('truncated-start');
+  });
+
+  it('notices the newest events deleted while their seal stays', async () => {
+    const { redis, keys } = broker.context;
+    const newest = (await broker.context.deps.audit.newestSeal())?.id as string;
+    const covered = await broker.context.deps.audit.entriesBetween(
+      (decodeJwt((await broker.context.deps.audit.newestSeal())?.jws as string) as { firstId: string })
+        .firstId,
+      newest,
+    );
+    await redis.xdel(keys.audit(), ...covered.map((entry) => entry.id));
+    const result = await cli(['audit', 'verify', '--jwks', jwksFile, '--json']);
+    expect(result.code).toBe(EXIT_VERIFICATION_FAILED);
+    expect(JSON.parse(result.stdout).problems.map((problem: { kind: string }) => problem.kind)).toEqual([
+      'removed',
+    ]);
+  });
+
+  it('will not seal a rewritten history: seals deleted and an event edited stay unsealed', async () => {
+    const noted = JSON.parse((await cli(['audit', 'verify', '--jwks', jwksFile, '--json'])).stdout).head;
+    const { redis, keys } = broker.context;
+    await sealed(broker, 6);
+    await redis.del(keys.auditSeals());
+    await rewriteStream(broker, (entries) =>
+      entries.map(([id, json]) => [id, json.replace('"reason":"permitted', '"reason":"waved through')]),
+    );
+    // Several sealing intervals pass: the API refuses to sign what it cannot tie to what it sealed before.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(await redis.xlen(keys.auditSeals())).toBe(0);
+    const metrics = await (await fetch(`${broker.url}/metrics`)).text();
+    expect(metrics).toMatch(/^tasklease_audit_sealing_halted 1$/m);
+    const result = await cli([
+      'audit',
+      'verify',
+      '--jwks',
+      jwksFile,
+      '--expect',
+      `${noted.seq}:${noted.hash}`,
+    ]);
+    expect(result.code).toBe(EXIT_VERIFICATION_FAILED);
+    expect(result.stdout).toContain(`truncated-end: no seal covers event ${noted.seq}`);
+  });
+
+  it('appends a seal only over the newest one it read (two sealers cannot both seal)', async () => {
+    const { audit } = broker.context.deps;
+    const newest = await audit.newestSeal();
+    expect(await audit.appendSeal('1-1', { id: '99999999999999-0', jws: 'x' })).toBe(false);
+    expect((await audit.newestSeal())?.id).toBe(newest?.id);
   });
 
   it('keeps a file sink that verifies offline and shows edits, removals and reordering', async () => {
@@ -210,12 +265,15 @@ describe('the hash-chained audit log', () => {
     expect(events.every((line) => line.event.task === taskId)).toBe(true);
     expect(JSON.parse(lines[0] as string)).toMatchObject({ type: 'header', filter: { task: taskId } });
 
-    const verify = await runTasklease(['audit', 'verify', '--file', out, '--jwks', jwksFile], {});
+    const verify = await runTasklease(['audit', 'verify', '--file', out, '--export', '--jwks', jwksFile], {});
     expect(verify.code).toBe(0);
     expect(verify.stdout).toMatch(/^audit export: OK, \d+ events verified/);
 
     writeFileSync(out, readFileSync(out, 'utf8').replace('"reason":"succeeded"', '"reason":"failed"'));
-    const tampered = await runTasklease(['audit', 'verify', '--file', out, '--jwks', jwksFile], {});
+    const tampered = await runTasklease(
+      ['audit', 'verify', '--file', out, '--export', '--jwks', jwksFile],
+      {},
+    );
     expect(tampered.code).toBe(EXIT_VERIFICATION_FAILED);
     expect(tampered.stdout).toContain('changed: event');
   });

@@ -45,7 +45,13 @@ export function registerTaskCommands(program: Command, env: () => Env) {
       const { jwks, source } = await loadJwks(options.jwks, env().TASKLEASE_ADDR);
       const exported = await fetchAudit(call, { task: taskId });
       if (exported.entries.length === 0) throw new Error(`no audit events for task ${taskId}`);
-      const verification = await verifyAudit({ ...exported, jwks, mode: 'partial' });
+      const verification = await verifyAudit({
+        ...exported,
+        jwks,
+        mode: 'partial',
+        filter: { task: taskId },
+        unsealed: { nowMs: Date.now(), graceMs: 30_000 },
+      });
       const story = reconstructTask(taskId, exported.entries);
       let record: { verified: boolean; differences: string[]; error?: string } | undefined;
       if (options.record) {
@@ -82,7 +88,7 @@ export function registerTaskCommands(program: Command, env: () => Env) {
       line('');
       line(
         verification.ok
-          ? `audit: ${verification.verifiedEvents} events, each verified against its seal`
+          ? `audit: ${verification.verifiedEvents} events, each verified against its seal (that none is missing is what tasklease audit verify checks)`
           : `audit: FAILED: ${verification.problems.map((problem) => problem.message).join('; ')}`,
       );
       if (record)

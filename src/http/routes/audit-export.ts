@@ -24,6 +24,11 @@ const exportQuery = z
     path: ['issuer'],
   });
 
+const sealsQuery = z.strictObject({
+  after: streamId.optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
 /**
  * `GET /v1/audit/export`: events exactly as stored (their JSON as a string, which is what the chain hashes)
  * with the seals covering them, a page at a time, for `tasklease audit verify` and `audit export` to check
@@ -49,6 +54,18 @@ export function auditExportRoutes(deps: BrokerDeps): Router {
       entries: entries.map((entry) => ({ id: entry.id, event: entry.json })),
       seals: seals.map((seal) => ({ id: seal.id, seal: seal.jws })),
       next: entries.length === query.limit ? (entries[entries.length - 1]?.id ?? null) : null,
+    });
+  });
+  /**
+   * Every seal, in order, a page at a time: a full verify needs them all, including a seal whose events
+   * were all deleted (an export only finds seals through the events that remain).
+   */
+  router.get('/v1/audit/seals', requireAdmin(deps, 'view'), async (req, res) => {
+    const query = sealsQuery.parse(req.query);
+    const seals = await deps.audit.seals(query.after, query.limit);
+    res.json({
+      seals: seals.map((seal) => ({ id: seal.id, seal: seal.jws })),
+      next: seals.length === query.limit ? (seals[seals.length - 1]?.id ?? null) : null,
     });
   });
   return router;
