@@ -1,5 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../leases/keys';
+import { luaScript } from '../leases/lua-script';
+import { streamIdKey } from './stream-ids';
 
 export type AuditType =
   | 'task.declared'
@@ -8,10 +10,12 @@ export type AuditType =
   | 'credential.issued'
   | 'credential.denied'
   | 'lease.revoke_requested'
+  | 'lease.retry_requested'
   | 'lease.settled'
   | 'lease.revoke_failed'
   | 'lease.irrevocable'
-  | 'lease.force_closed';
+  | 'lease.force_closed'
+  | 'admin.call';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {
@@ -47,11 +51,77 @@ export interface AuditFilter {
 
 export type AuditLog = ReturnType<typeof createAuditLog>;
 
+/** An event as stored: its stream id and its exact JSON, which is what the chain hashes. */
+export interface RawAuditEntry {
+  id: string;
+  json: string;
+}
+
+/** A seal as stored: its stream id (the last event it covers) and its JWS. */
+export interface StoredSeal {
+  id: string;
+  jws: string;
+}
+
+/**
+ * Appends a seal only if the newest seal is still the one the sealer read (compare-and-set), so two sealers
+ * can never both seal the same events: the loser's seal is dropped and it reads again.
+ */
+const APPEND_SEAL = luaScript(`
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local newestId = ''
+if #newest > 0 then newestId = newest[1][1] end
+if newestId ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[1], ARGV[2], 'seal', ARGV[3])
+return 1
+`);
+
+const toEntries = (page: [string, string[]][]): RawAuditEntry[] =>
+  page.map(([id, fields]) => ({ id, json: fields[1] ?? '' }));
+const toSeals = (page: [string, string[]][]): StoredSeal[] =>
+  page.map(([id, fields]) => ({ id, jws: fields[1] ?? '' }));
+/** A cheap pre-test: the JSON must contain each filtered value as a string (JSON escapes it the same way). */
+const mightMatch = (json: string, filter: AuditFilter) =>
+  [filter.task, filter.lease, filter.subject, filter.issuer].every(
+    (value) => value === undefined || json.includes(JSON.stringify(value)),
+  );
+/** XRANGE's exclusive start after an id, or the beginning. */
+const after = (id: string | undefined) => (id ? `(${id}` : '-');
+
 /** The stream entry's value. Also used where an event is appended atomically with other writes (a lease). */
 export const serializeAuditEvent = (event: AuditEvent): string => JSON.stringify(event);
 
-/** Append-only log in a Redis Stream, oldest first. (Hash chaining arrives with the on-call issue.) */
+/**
+ * Append-only log in a Redis Stream, oldest first. Appends stay one `XADD` (inside `CREATE_LEASE` for an
+ * issuance); the sealer (audit-sealer.ts) chains and signs what was appended, in stream order, a moment later.
+ */
 export function createAuditLog(redis: Redis, keys: RedisKeys) {
+  const entries = async (afterId: string | undefined, limit: number): Promise<RawAuditEntry[]> =>
+    toEntries(await redis.xrange(keys.audit(), after(afterId), '+', 'COUNT', limit));
+
+  /** Matching events as stored, oldest first (a scan of the stream: an admin call, not a hot path). */
+  async function queryRaw(filter: AuditFilter & { afterId?: string }): Promise<RawAuditEntry[]> {
+    const out: RawAuditEntry[] = [];
+    let afterId = filter.afterId;
+    for (;;) {
+      const page = await entries(afterId, 1000);
+      for (const entry of page) {
+        // Most events are another task's: a substring test spares parsing them on the API's event loop.
+        if (!mightMatch(entry.json, filter)) continue;
+        const event = JSON.parse(entry.json) as AuditEvent;
+        const matches =
+          (!filter.task || event.task === filter.task) &&
+          (!filter.lease || event.lease === filter.lease) &&
+          (!filter.issuer || event.issuer === filter.issuer) &&
+          (!filter.subject || event.subject === filter.subject);
+        if (matches) out.push(entry);
+        if (out.length >= filter.limit) return out;
+      }
+      if (page.length < 1000) return out;
+      afterId = page[page.length - 1]?.id;
+    }
+  }
+
   return {
     async append(event: AuditEvent): Promise<void> {
       await redis.xadd(keys.audit(), '*', 'event', serializeAuditEvent(event));
@@ -67,24 +137,48 @@ export function createAuditLog(redis: Redis, keys: RedisKeys) {
       if (failed) throw failed[0];
     },
 
-    async query(filter: AuditFilter): Promise<StoredAuditEvent[]> {
-      const out: StoredAuditEvent[] = [];
-      let start = '-';
-      for (;;) {
-        const page = await redis.xrange(keys.audit(), start, '+', 'COUNT', 1000);
-        for (const [id, fields] of page) {
-          const event = JSON.parse(fields[1] ?? '{}') as AuditEvent;
-          const matches =
-            (!filter.task || event.task === filter.task) &&
-            (!filter.lease || event.lease === filter.lease) &&
-            (!filter.issuer || event.issuer === filter.issuer) &&
-            (!filter.subject || event.subject === filter.subject);
-          if (matches) out.push({ id, ...event });
-          if (out.length >= filter.limit) return out;
-        }
-        if (page.length < 1000) return out;
-        start = `(${page[page.length - 1]?.[0]}`;
+    /** Events in stream order after `afterId` (exclusive), as stored. */
+    entries,
+    queryRaw,
+
+    async entriesBetween(firstId: string, lastId: string): Promise<RawAuditEntry[]> {
+      return toEntries(await redis.xrange(keys.audit(), firstId, lastId));
+    },
+
+    async seals(afterId: string | undefined, limit: number): Promise<StoredSeal[]> {
+      return toSeals(await redis.xrange(keys.auditSeals(), after(afterId), '+', 'COUNT', limit));
+    },
+
+    async newestSeal(): Promise<StoredSeal | null> {
+      return toSeals(await redis.xrevrange(keys.auditSeals(), '+', '-', 'COUNT', 1))[0] ?? null;
+    },
+
+    /**
+     * The seals covering events, given their ids in stream order: for each id not yet covered, the seals
+     * from it on, a hundred per round trip (the first whose id, its last event, is not before an event
+     * covers it).
+     */
+    async sealsCovering(eventIds: readonly string[]): Promise<StoredSeal[]> {
+      const out: StoredSeal[] = [];
+      let fetched: StoredSeal[] = [];
+      for (const id of eventIds) {
+        const key = streamIdKey(id);
+        const known = fetched.find((seal) => streamIdKey(seal.id) >= key);
+        const seal =
+          known ?? (fetched = toSeals(await redis.xrange(keys.auditSeals(), id, '+', 'COUNT', 100)))[0];
+        if (!seal) break;
+        if (out[out.length - 1]?.id !== seal.id) out.push(seal);
       }
+      return out;
+    },
+
+    /** False when another sealer appended first (`previousSealId` is no longer the newest). */
+    async appendSeal(previousSealId: string, seal: StoredSeal): Promise<boolean> {
+      return (await APPEND_SEAL(redis, [keys.auditSeals()], [previousSealId, seal.id, seal.jws])) === 1;
+    },
+
+    async query(filter: AuditFilter): Promise<StoredAuditEvent[]> {
+      return (await queryRaw(filter)).map(({ id, json }) => ({ id, ...(JSON.parse(json) as AuditEvent) }));
     },
   };
 }

@@ -9,6 +9,8 @@ export const EXIT = {
   apiRefused: 4,
   /** `lease revoke --wait`: everything finished, but some leases ended irrevocable. */
   irrevocable: 5,
+  /** `audit verify`, `task show`, `record verify`: something does not verify. */
+  verificationFailed: 6,
   /** `lease revoke --wait`: `--timeout` passed with leases still being revoked. */
-  timedOut: 6,
+  timedOut: 7,
 } as const;

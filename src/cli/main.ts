@@ -6,11 +6,14 @@ import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
 import { EXIT } from './exit-codes';
 import { collectPairs, printJson } from './output';
+import { registerAdminCommands } from './commands/admin';
+import { registerAuditCommands } from './commands/audit';
 import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
 import { registerProcessCommands } from './commands/processes';
+import { registerTaskCommands } from './commands/task';
 
 /** Exit codes: see exit-codes.ts. */
 export function buildProgram(): Command {
@@ -24,9 +27,12 @@ export function buildProgram(): Command {
 
   registerProcessCommands(program, getEnv);
   registerLeaseCommands(program, getEnv);
+  registerAuditCommands(program, getEnv);
+  registerTaskCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);
+  registerAdminCommands(program);
 
   program
     .command('dev-token')

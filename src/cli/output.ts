@@ -1,3 +1,5 @@
+import { EXIT } from './exit-codes';
+
 /** Tables for people, JSON for scripts. No colour, so nothing differs between a TTY and a pipe. */
 export function printTable(rows: Record<string, unknown>[], columns: string[]): void {
   if (rows.length === 0) {
@@ -27,3 +29,6 @@ export const collectPairs = (value: string, previous: Record<string, string> = {
   if (index < 1) throw new Error(`expected key=value, got "${value}"`);
   return { ...previous, [value.slice(0, index)]: value.slice(index + 1) };
 };
+
+/** `audit verify` or `record verify` found something that does not verify. */
+export const EXIT_VERIFICATION_FAILED = EXIT.verificationFailed;

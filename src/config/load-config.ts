@@ -30,6 +30,7 @@ export function parseConfig(input: unknown, baseDir: string): Config {
     if (issuer.jwksFile) issuer.jwksFile = path.resolve(baseDir, issuer.jwksFile);
   }
   const vault = config.vault;
+  if (config.audit.file) config.audit.file = path.resolve(baseDir, config.audit.file);
   if (vault?.caCertFile) vault.caCertFile = path.resolve(baseDir, vault.caCertFile);
   if (vault?.auth.method === 'approle')
     vault.auth.secretIdFile = path.resolve(baseDir, vault.auth.secretIdFile);

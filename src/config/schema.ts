@@ -1,8 +1,9 @@
 import { z } from 'zod';
+import { ADMIN_ROLES, BREAK_GLASS_ISSUER } from '../domain/types';
+import { breakGlassEntrySchema, checkBreakGlass, pathsOfPlaintextTokens } from './break-glass';
+import { name } from './names';
 import { checkSessionPolicyTemplate } from './session-policy-template';
 
-/** Names used in keys, policies and URLs: lower-case letters, digits and dashes. */
-const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use lower-case letters, digits and dashes');
 const seconds = (max: number) => z.number().int().positive().max(max);
 
 export const ASYMMETRIC_ALGORITHMS = [
@@ -217,7 +218,7 @@ const vaultConnectionSchema = z.strictObject({
     .default({ method: 'token' }),
 });
 
-const roleSchema = z.enum(['viewer', 'revoker', 'approver', 'admin']);
+const roleSchema = z.enum(ADMIN_ROLES);
 const principalsSchema = z.strictObject({
   issuer: name,
   subjects: z.array(z.string().min(1)).min(1),
@@ -232,8 +233,9 @@ export const configSchema = z
     admins: z
       .array(principalsSchema.extend({ roles: z.array(roleSchema).min(1).default(['admin']) }))
       .default([]),
-    /** Identities allowed to introspect broker-issued tokens (RFC 7662), besides admins. */
+    breakGlass: z.array(breakGlassEntrySchema).default([]),
     /**
+     * Identities allowed to introspect broker-issued tokens (RFC 7662), besides admins.
      * `audiences`: the token audiences this resource server may introspect; a token for any other audience
      * answers inactive to it. Omitted: every broker-issued token.
      */
@@ -279,6 +281,15 @@ export const configSchema = z
         debounceSeconds: z.number().int().min(1).max(3600).default(30),
       })
       .prefault({}),
+    /** The hash-chained audit log (docs/architecture.md, "The audit log"). */
+    audit: z
+      .strictObject({
+        /** How often the API seals (chains and signs) newly appended events; an event is unsealed this long. */
+        sealIntervalMs: z.number().int().min(100).max(60_000).default(1000),
+        /** A JSONL copy of the sealed log, kept by `tasklease worker` (and dev) on its own disk. */
+        file: z.string().min(1).optional(),
+      })
+      .prefault({}),
     /** RFC 8693 token exchange at POST /v1/token. */
     tokenExchange: z
       .strictObject({
@@ -303,6 +314,14 @@ export const configSchema = z
   .superRefine((config, ctx) => {
     const issuerNames = new Set<string>();
     config.issuers.forEach((issuer, index) => {
+      // Reserved: a configured issuer of that name could otherwise pass for a break-glass caller in the audit.
+      if (issuer.name === BREAK_GLASS_ISSUER) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['issuers', index, 'name'],
+          message: `"${BREAK_GLASS_ISSUER}" is reserved for break-glass callers`,
+        });
+      }
       if (issuerNames.has(issuer.name)) {
         ctx.addIssue({
           code: 'custom',
@@ -324,6 +343,14 @@ export const configSchema = z
       });
     checkIssuer('admins');
     checkIssuer('resourceServers');
+    checkBreakGlass(config.breakGlass, ctx);
+    for (const path of pathsOfPlaintextTokens(config)) {
+      ctx.addIssue({
+        code: 'custom',
+        path,
+        message: 'a break-glass token in the config: only its SHA-256 belongs here (breakGlass.tokenSha256)',
+      });
+    }
     if (config.broker.defaultTaskTtlSeconds > config.broker.maxTaskTtlSeconds) {
       ctx.addIssue({
         code: 'custom',
@@ -342,3 +369,4 @@ export type AwsStsGrantConfig = z.output<typeof awsStsGrantSchema>;
 export type VaultGrantConfig = z.output<typeof vaultGrantSchema>;
 export type VaultConnectionConfig = z.output<typeof vaultConnectionSchema>;
 export type AdminRole = z.output<typeof roleSchema>;
+export type { BreakGlassConfig } from './break-glass';

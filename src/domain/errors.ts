@@ -37,6 +37,10 @@ export const ERROR_CATALOGUE = {
     status: 409,
     summary: 'The lease is already revoked or expired (one being revoked answers 202 again).',
   },
+  lease_not_irrevocable: {
+    status: 409,
+    summary: 'Only an irrevocable lease can be retried; this one is in another state.',
+  },
   invalid_grant: {
     status: 400,
     summary:

@@ -88,3 +88,29 @@ export interface Lease {
 }
 
 export const identityKey = (issuer: string, subject: string): string => `${issuer}/${subject}`;
+
+export const ADMIN_ROLES = ['viewer', 'revoker', 'approver', 'admin'] as const;
+export type AdminRole = (typeof ADMIN_ROLES)[number];
+
+/** The issuer name a break-glass caller carries in audit, logs and rate limits; no configured issuer may use it. */
+export const BREAK_GLASS_ISSUER = 'break-glass';
+/** Every break-glass token starts with this, so one is recognised (and kept away from the JWT verifier) at a glance. */
+export const BREAK_GLASS_TOKEN_PREFIX = 'tlbg_';
+
+/**
+ * An operator who called an admin route with a break-glass token (config `breakGlass`) while the identity
+ * provider is down. It is not an `Identity`: nothing on a workload route can ever receive one.
+ */
+export interface BreakGlassCaller {
+  issuer: typeof BREAK_GLASS_ISSUER;
+  /** The config entry's `name`. */
+  subject: string;
+  breakGlass: true;
+  roles: readonly AdminRole[];
+}
+
+/** Who called an admin route: a verified identity, or a break-glass token's holder. */
+export type AdminCaller = Identity | BreakGlassCaller;
+
+export const isBreakGlassCaller = (caller: AdminCaller): caller is BreakGlassCaller =>
+  'breakGlass' in caller && caller.breakGlass === true;

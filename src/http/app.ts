@@ -1,16 +1,19 @@
 import express, { type Express } from 'express';
 import type { Redis } from 'ioredis';
+import type { VerifyBreakGlass } from '../identity/break-glass';
 import type { VerifyAttestation } from '../identity/verify-attestation';
 import type { Logger } from '../observability/logger';
 import type { Metrics } from '../observability/metrics';
 import type { TokenInspector } from '../providers/jwt/inspect-token';
 import type { BrokerDeps } from '../usecases/deps';
 import { BrokerError } from '../domain/errors';
-import { authenticate } from './authenticate';
+import { assertAdminRoutesGated } from './admin-gate';
+import { authenticate, authenticateAdmin, refusingBreakGlass } from './authenticate';
 import { errorHandler, notFound } from './errors';
 import { createRateLimit, rateLimitMiddleware } from './rate-limit';
 import type { RedisKeys } from '../leases/keys';
-import { adminRoutes } from './routes/admin';
+import { ADMIN_PATHS, adminRoutes } from './routes/admin';
+import { auditExportRoutes } from './routes/audit-export';
 import { oauthRoutes } from './routes/oauth';
 import { systemRoutes } from './routes/system';
 import { taskRoutes } from './routes/tasks';
@@ -20,6 +23,8 @@ export interface AppDeps {
   keys: RedisKeys;
   broker: BrokerDeps;
   verify: VerifyAttestation;
+  /** Break-glass tokens (config `breakGlass`), accepted on admin routes only. */
+  breakGlass: VerifyBreakGlass;
   inspectToken: TokenInspector;
   redis: Redis;
   metrics: Metrics;
@@ -49,14 +54,17 @@ export function createApp(deps: AppDeps): Express {
   // OAuth endpoints (RFC 7662/7009/8693) take form bodies.
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }));
 
-  const auth = authenticate(deps.verify);
+  // One verifier for every route: a break-glass token never reaches the JWT verifier.
+  const verify = refusingBreakGlass(deps.verify, deps.logger);
+  const auth = authenticate(verify);
   const rateLimit = createRateLimit(
     deps.redis,
     deps.keys,
     deps.broker.config.broker.requestsPerMinutePerIdentity,
   );
-  app.use(['/v1/tasks', '/v1/leases', '/v1/audit'], auth);
-  if (rateLimit) app.use(['/v1/tasks', '/v1/leases', '/v1/audit'], rateLimitMiddleware(rateLimit));
+  app.use('/v1/tasks', auth);
+  app.use([...ADMIN_PATHS], authenticateAdmin(verify, deps.breakGlass, deps.logger));
+  if (rateLimit) app.use(['/v1/tasks', ...ADMIN_PATHS], rateLimitMiddleware(rateLimit));
   // A JSON call with another body type fails loudly instead of arriving as an empty body.
   app.use(['/v1/tasks', '/v1/leases'], (req, _res, next) => {
     if (req.method === 'POST' && req.headers['content-length'] !== '0' && !req.is('application/json')) {
@@ -67,11 +75,13 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(systemRoutes({ redis: deps.redis, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }));
   app.use(oauthRoutes(deps.broker, deps.inspectToken, auth));
-  app.use(tokenExchangeRoutes(deps.broker, deps.verify, deps.logger, rateLimit));
+  app.use(tokenExchangeRoutes(deps.broker, verify, deps.logger, rateLimit));
   app.use(taskRoutes(deps.broker));
   app.use(adminRoutes(deps.broker));
+  app.use(auditExportRoutes(deps.broker));
   app.use('/v1/token', tokenExchangeErrors(deps.logger));
   app.use(notFound);
   app.use(errorHandler(deps.logger));
+  assertAdminRoutesGated(app, ADMIN_PATHS);
   return app;
 }

@@ -2,12 +2,15 @@ import type { RequestHandler, Response } from 'express';
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { BrokerError } from '../domain/errors';
-import { identityKey, type Identity } from '../domain/types';
+import { identityKey, type AdminCaller } from '../domain/types';
 import type { RedisKeys } from '../leases/keys';
-import { identityOf } from './authenticate';
+import { callerOf } from './authenticate';
 
-/** Spends one request of `identity`'s per-minute allowance; throws 429 rate_limited (with Retry-After) when none is left. */
-export type RateLimit = (identity: Identity, res: Response) => Promise<void>;
+/**
+ * Spends one request of the caller's per-minute allowance (a workload, an admin, or a break-glass entry, each
+ * by issuer + subject); throws 429 rate_limited (with Retry-After) when none is left.
+ */
+export type RateLimit = (caller: Pick<AdminCaller, 'issuer' | 'subject'>, res: Response) => Promise<void>;
 
 /**
  * Requests per minute per identity (issuer + subject), counted in Redis by rate-limiter-flexible so the
@@ -26,9 +29,9 @@ export function createRateLimit(
     points: perMinute,
     duration: 60,
   });
-  return async (identity, res) => {
+  return async (caller, res) => {
     try {
-      await limiter.consume(identityKey(identity.issuer, identity.subject));
+      await limiter.consume(identityKey(caller.issuer, caller.subject));
     } catch (error) {
       if (!(error instanceof RateLimiterRes)) throw error;
       res.set('Retry-After', String(Math.max(1, Math.ceil(error.msBeforeNext / 1000))));
@@ -41,6 +44,6 @@ export function createRateLimit(
 export const rateLimitMiddleware =
   (limit: RateLimit): RequestHandler =>
   async (_req, res, next) => {
-    await limit(identityOf(res), res);
+    await limit(callerOf(res), res);
     next();
   };

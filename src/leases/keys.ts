@@ -35,6 +35,10 @@ export class RedisKeys {
   audit = () => `${this.prefix}audit`;
   /** The lease ids one admin revocation matched (comma-separated), so its caller can follow them; one day. */
   revocation = (revocationId: string) => `${this.prefix}revocation:${revocationId}`;
+  /** Signed seals over runs of audit events; each entry's id is the id of the last event it covers. */
+  auditSeals = () => `${this.prefix}audit-seals`;
+  /** Held by the one API replica sealing at a time (the seal's compare-and-set is what keeps it correct). */
+  auditSealLock = () => `${this.prefix}audit-seal-lock`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;
 }

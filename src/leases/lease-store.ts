@@ -106,6 +106,19 @@ redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
 if state == 'irrevocable' then return 'still' end
 return 'became'`);
 
+/**
+ * An on-call "retry now" of an irrevocable lease: it stays irrevocable (its reason and actor untouched, and a
+ * retry that fails again does not page again) and becomes due now, so the sweeper re-queues its job if the
+ * one queued with this call is lost. Answers 'retrying', or the state that prevented it.
+ * KEYS: lease, due   ARGV: id, nowMs
+ */
+const MARK_RETRY = luaScript(`
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state ~= 'irrevocable' then return state end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 'retrying'`);
+
 export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap' | 'task_cap' | 'identity_cap';
 
 const serialise = (lease: Lease): string[] => {
@@ -254,6 +267,9 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
       );
     },
 
+    markRetry: (leaseId: string, nowMs: number) =>
+      run(MARK_RETRY, [keys.lease(leaseId), keys.due()], [leaseId, nowMs]),
+
     async settle(
       lease: Pick<Lease, 'id' | 'taskId' | 'issuer' | 'subject'>,
       outcome: {
@@ -309,5 +325,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
 
     countUnsettled: () => redis.zcard(keys.due()),
     countIrrevocable: () => redis.zcard(keys.irrevocable()),
+    /** Every irrevocable lease, the oldest first (by when it became irrevocable). */
+    irrevocableIds: () => redis.zrange(keys.irrevocable(), 0, -1),
   };
 }

@@ -34,6 +34,33 @@ export function createRevocationQueue(connection: Redis, keys: RedisKeys, option
     },
   });
 
+  const revokeNow = async (leaseIds: readonly string[]): Promise<void> => {
+    for (let i = 0; i < leaseIds.length; i += 1000) {
+      const batch = leaseIds.slice(i, i + 1000);
+      await queue.addBulk(
+        batch.map((leaseId) => ({
+          name: 'revoke',
+          data: { leaseId },
+          opts: { jobId: revokeJobId(leaseId) },
+        })),
+      );
+    }
+  };
+
+  /**
+   * A job still held under the revoke id would swallow the add: one that finished but was kept (by another
+   * configuration, or a hand-made job) is removed, one waiting out its retry backoff is run now. One waiting
+   * or running already is left alone: it is the retry.
+   */
+  const clearWayFor = async (leaseId: string): Promise<void> => {
+    const job = await queue.getJob(revokeJobId(leaseId));
+    if (!job) return;
+    const state = await job.getState();
+    // Either may race with the job moving on (it ran, or it went): the add below covers both.
+    if (state === 'failed' || state === 'completed') await job.remove().catch(() => undefined);
+    else if (state === 'delayed') await job.promote().catch(() => undefined);
+  };
+
   return {
     queue,
     async scheduleExpiry(leaseId: string, expiresAtMs: number, nowMs: number): Promise<void> {
@@ -43,17 +70,12 @@ export function createRevocationQueue(connection: Redis, keys: RedisKeys, option
         { jobId: expiryJobId(leaseId), delay: Math.max(0, expiresAtMs - nowMs) },
       );
     },
-    async revokeNow(leaseIds: readonly string[]): Promise<void> {
-      for (let i = 0; i < leaseIds.length; i += 1000) {
-        const batch = leaseIds.slice(i, i + 1000);
-        await queue.addBulk(
-          batch.map((leaseId) => ({
-            name: 'revoke',
-            data: { leaseId },
-            opts: { jobId: revokeJobId(leaseId) },
-          })),
-        );
-      }
+    revokeNow,
+    /** On-call "retry now": the same `revoke-<lease>` job as any revocation, run now whatever an older one left. */
+    async retryNow(leaseIds: readonly string[]): Promise<void> {
+      for (let i = 0; i < leaseIds.length; i += 500)
+        await Promise.all(leaseIds.slice(i, i + 500).map(clearWayFor));
+      await revokeNow(leaseIds);
     },
     /** Drops the delayed expiry job of a lease settled early (it would be a no-op anyway). */
     async cancelExpiry(leaseId: string): Promise<void> {

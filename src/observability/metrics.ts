@@ -55,6 +55,16 @@ export function createMetrics(counts: {
       labelNames: ['provider', 'final'] as const,
       registers: [registry],
     }),
+    auditEventsSealed: new Counter({
+      name: 'tasklease_audit_events_sealed_total',
+      help: 'Audit events this process chained and signed into a seal',
+      registers: [registry],
+    }),
+    auditSealingHalted: new Gauge({
+      name: 'tasklease_audit_sealing_halted',
+      help: '1 when this process stopped sealing because the seals in Redis were rewritten (see the error log)',
+      registers: [registry],
+    }),
     activeLeases: new Gauge({
       name: 'tasklease_active_leases',
       help: 'Unsettled leases (active, revoking, irrevocable)',

@@ -1,5 +1,5 @@
-import type { AdminRole, Config } from '../config/schema';
-import type { Identity } from '../domain/types';
+import type { Config } from '../config/schema';
+import { isBreakGlassCaller, type AdminCaller, type AdminRole, type Identity } from '../domain/types';
 
 /** What each admin call needs. `admin` holds every role. */
 export type AdminPermission = 'view' | 'revoke' | 'approve';
@@ -10,14 +10,14 @@ const GRANTS: Record<AdminRole, readonly AdminPermission[]> = {
   admin: ['view', 'revoke', 'approve'],
 };
 
-export function adminPermissions(config: Pick<Config, 'admins'>, identity: Identity): Set<AdminPermission> {
-  const out = new Set<AdminPermission>();
-  for (const entry of config.admins) {
-    if (entry.issuer === identity.issuer && entry.subjects.includes(identity.subject)) {
-      for (const role of entry.roles) GRANTS[role].forEach((permission) => out.add(permission));
-    }
-  }
-  return out;
+/** A break-glass caller holds its entry's roles; anyone else the roles of every `admins` entry naming it. */
+export function adminPermissions(config: Pick<Config, 'admins'>, caller: AdminCaller): Set<AdminPermission> {
+  const roles: AdminRole[] = isBreakGlassCaller(caller)
+    ? [...caller.roles]
+    : config.admins
+        .filter((entry) => entry.issuer === caller.issuer && entry.subjects.includes(caller.subject))
+        .flatMap((entry) => entry.roles);
+  return new Set(roles.flatMap((role) => GRANTS[role]));
 }
 
 /**

@@ -3,7 +3,9 @@ import type { Redis } from 'ioredis';
 import { createAuditLog } from '../audit/audit-log';
 import { ConfigError } from '../config/load-config';
 import type { Config } from '../config/schema';
+import { BREAK_GLASS_ISSUER } from '../domain/types';
 import type { VaultSettings } from '../config/vault-settings';
+import { createBreakGlassVerifier, type VerifyBreakGlass } from '../identity/break-glass';
 import { createExchangeReplay } from '../identity/exchange-replay';
 import { createAttestationVerifier, type AttestationVerifier } from '../identity/verify-attestation';
 import { RedisKeys } from '../leases/keys';
@@ -38,6 +40,8 @@ export interface BrokerContext {
   metrics: Metrics;
   /** Null in the worker: it verifies no identity. */
   verifier: AttestationVerifier | null;
+  /** Null in the worker, like `verifier`. */
+  breakGlass: VerifyBreakGlass | null;
   close(): Promise<void>;
 }
 
@@ -93,6 +97,21 @@ function createVerifier(config: Config, metrics: Metrics, logger: Logger, nowMs:
     },
     onKeyError: (issuer, error) =>
       logger.warn({ issuer, err: (error as Error).message }, 'issuer JWKS refresh failed'),
+    nowMs,
+  });
+}
+
+/** Break-glass tokens: every refusal is a warning (someone holds a token-shaped string), never with the token. */
+function createBreakGlass(config: Config, metrics: Metrics, logger: Logger, nowMs: () => number) {
+  for (const entry of config.breakGlass) {
+    if (entry.expiresAt && Date.parse(entry.expiresAt) <= nowMs())
+      logger.warn({ breakGlass: entry.name, expiresAt: entry.expiresAt }, 'break-glass entry has expired');
+  }
+  return createBreakGlassVerifier(config.breakGlass, {
+    onReject: (reason, name) => {
+      metrics.rejectedTokens.inc({ issuer: BREAK_GLASS_ISSUER });
+      logger.warn({ reason, breakGlass: name }, 'break-glass token rejected');
+    },
     nowMs,
   });
 }
@@ -162,6 +181,7 @@ export async function createBrokerContext(options: {
   const vault = vaultClient(config, options.vault, logger);
   if (vault) providers.set('vault', createVaultProvider(vault));
   const verifier = servesApi ? createVerifier(config, metrics, logger, nowMs) : null;
+  const breakGlass = servesApi ? createBreakGlass(config, metrics, logger, nowMs) : null;
   const alerts = config.alerts.irrevocableWebhook
     ? createIrrevocableAlerts({
         url: config.alerts.irrevocableWebhook,
@@ -194,6 +214,7 @@ export async function createBrokerContext(options: {
     redis,
     metrics,
     verifier,
+    breakGlass,
     async close() {
       verifier?.close();
       await alerts?.flush();

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
+import { startAuditFileSink, type AuditFileSink } from '../audit/audit-file-sink';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { systemRoutes } from '../http/routes/system';
@@ -42,6 +43,18 @@ export async function startWorker(options: {
     onError: (error) => logger.warn({ err: (error as Error).message }, 'sweep failed'),
   });
 
+  const fileSink: AuditFileSink | null = config.audit.file
+    ? await startAuditFileSink({
+        path: config.audit.file,
+        audit: context.deps.audit,
+        brokerIssuer: config.broker.issuer,
+        intervalMs: config.audit.sealIntervalMs,
+        nowMs: context.deps.nowMs,
+        onError: (error) =>
+          logger.warn({ err: (error as Error).message }, 'audit file sink failed; retrying'),
+      })
+    : null;
+
   let server: Server | null = null;
   if (options.port !== null) {
     const app = express();
@@ -59,6 +72,7 @@ export async function startWorker(options: {
     async close() {
       await sweeper.stop();
       await worker.close();
+      await fileSink?.stop();
       await bullConnection.quit().catch(() => bullConnection.disconnect());
       if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
       if (!options.context) await context.close();

@@ -1,13 +1,8 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, statSync } from 'node:fs';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { startTestBroker, waitFor } from '../support/broker';
 import { createTestIssuer } from '../support/fixtures';
+import { buildIfStale, runTasklease } from '../support/processes';
 
-const run = promisify(execFile);
-const ROOT = path.resolve(__dirname, '../..');
 const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 
 interface LeaseRow {
@@ -499,49 +494,15 @@ describe('admin: the audit log', () => {
   });
 });
 
-/** dist/ is stale when a source file is newer than the CLI entry point (tsc rewrites every output each build). */
-function distIsStale(): boolean {
-  const newestMs = (dir: string): number =>
-    Math.max(
-      0,
-      ...readdirSync(dir, { withFileTypes: true }).map((entry) =>
-        entry.isDirectory()
-          ? newestMs(path.join(dir, entry.name))
-          : statSync(path.join(dir, entry.name)).mtimeMs,
-      ),
-    );
-  try {
-    return newestMs(path.join(ROOT, 'src')) > statSync(path.join(ROOT, 'dist/cli/main.js')).mtimeMs;
-  } catch {
-    return true;
-  }
-}
-
 describe('admin CLI: tasklease lease ls | revoke', () => {
   let fleet: Fleet;
   beforeAll(async () => {
-    // `npm test` builds before Jest starts; a lone run rebuilds only when src/ changed, so it never rewrites
-    // dist/ under a test file that is running the binary in parallel.
-    const build = distIsStale() ? run('npm', ['run', 'build'], { cwd: ROOT }) : Promise.resolve();
-    [fleet] = await Promise.all([startFleet(), build]);
+    [fleet] = await Promise.all([startFleet(), buildIfStale()]);
   }, 60_000);
   afterAll(() => fleet.broker.close());
 
-  /** The real binary, asynchronously: the broker answering it runs in this very process. */
-  const cli = async (args: string[], token: string) => {
-    const env = { PATH: process.env.PATH ?? '', TASKLEASE_ADDR: fleet.broker.url, TASKLEASE_TOKEN: token };
-    try {
-      const { stdout, stderr } = await run(process.execPath, [path.join(ROOT, 'bin/tasklease.js'), ...args], {
-        cwd: ROOT,
-        env,
-        timeout: 15_000,
-      });
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      const failed = error as { code?: number; stdout?: string; stderr?: string };
-      return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-    }
-  };
+  const cli = (args: string[], token: string) =>
+    runTasklease(args, { TASKLEASE_ADDR: fleet.broker.url, TASKLEASE_TOKEN: token });
 
   it("lease ls --task --json lists that task's leases", async () => {
     const result = await cli(['lease', 'ls', '--task', fleet.tasks.A.taskId, '--json'], fleet.admin);
@@ -557,9 +518,10 @@ describe('admin CLI: tasklease lease ls | revoke', () => {
     expect(result.code).toBe(0);
     const lines = result.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^LEASEID\s+STATE\s+GRANT/);
-    expect(lines).toHaveLength(2);
+    expect(lines).toHaveLength(3);
     expect(lines[1]).toContain(fleet.tasks.C.leaseIds[0]);
     expect(lines[1]).toContain('robots/alpha');
+    expect(lines[2]).toBe('1 lease: 1 active');
   });
 
   it('lease revoke <id> --reason revokes that lease', async () => {

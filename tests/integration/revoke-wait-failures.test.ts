@@ -115,13 +115,13 @@ describe('lease revoke --wait with a failing backend', () => {
     expect(await Promise.all(task.leaseIds.map(stateOf))).toEqual(['revoked', 'force-closed']);
   });
 
-  it('exits 6 after --timeout, saying what is still pending; the revocation goes on', async () => {
+  it('exits 7 after --timeout, saying what is still pending; the revocation goes on', async () => {
     let release = () => undefined as void;
     hanging = { promise: new Promise<void>((resolve) => (release = resolve)), release: () => release() };
     const task = await declareWith(['artifacts-read']);
     const leaseId = task.leaseIds[0] as string;
     const result = await cli([leaseId, '--reason', 'INC-6', '--wait', '--timeout', '1']);
-    expect(result.code).toBe(6);
+    expect(result.code).toBe(7);
     expect(result.stderr).toContain('tasklease: timed out after 1 s: 1 of 1 still pending (revoking 1)');
     expect(result.stdout).toContain(`lease ${leaseId}: revoking\nsettled 0 of 1 (revoking 1)`);
     expect(await stateOf(leaseId)).toBe('revoking');

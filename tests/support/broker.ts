@@ -69,8 +69,11 @@ export interface TestBrokerOptions {
   /** Another Redis than the shared test one (a test that stops its Redis). */
   redisUrl?: string;
   alerts?: ConfigInput['alerts'];
+  audit?: ConfigInput['audit'];
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
+  /** Break-glass entries (config `breakGlass`). */
+  breakGlass?: ConfigInput['breakGlass'];
   /** Where log lines go (a test that reads them); the level is then `debug`. */
   logDestination?: { write(line: string): void };
 }
@@ -78,7 +81,8 @@ export interface TestBrokerOptions {
 /**
  * A broker on a free loopback port against the shared test Redis, under its own prefix: API, and by default
  * the real worker (BullMQ + sweeper) in the same process. Issuers: `agents` (workloads) and `corp` (admins:
- * oncall@example.com is admin, viewer@example.com viewer; `artifacts-api` is a resource server).
+ * oncall@example.com is admin, viewer@, revoker@ and approver@example.com hold the role of their name;
+ * `artifacts-api` is a resource server).
  */
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
   const dir = tempDir('broker');
@@ -107,11 +111,15 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     admins: [
       { issuer: 'corp', subjects: ['oncall@example.com'], roles: ['admin'] },
       { issuer: 'corp', subjects: ['viewer@example.com'], roles: ['viewer'] },
+      { issuer: 'corp', subjects: ['revoker@example.com'], roles: ['revoker'] },
+      { issuer: 'corp', subjects: ['approver@example.com'], roles: ['approver'] },
     ],
+    ...(options.breakGlass ? { breakGlass: options.breakGlass } : {}),
     resourceServers: options.resourceServers ?? [{ issuer: 'corp', subjects: ['artifacts-api'] }],
     broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
     ...(options.alerts ? { alerts: options.alerts } : {}),
+    ...(options.audit ? { audit: options.audit } : {}),
   };
   const configFile = path.join(dir, 'tasklease.json');
   writeFileSync(configFile, JSON.stringify(input));

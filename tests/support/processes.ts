@@ -1,8 +1,37 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { freePort } from '../../src/wiring/local-redis';
 
-const BIN = path.resolve(__dirname, '../../bin/tasklease.js');
+const ROOT = path.resolve(__dirname, '../..');
+const BIN = path.join(ROOT, 'bin/tasklease.js');
+
+/** dist/ is stale when a source file is newer than the CLI entry point (tsc rewrites every output each build). */
+function distIsStale(): boolean {
+  const newestMs = (dir: string): number =>
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((entry) =>
+        entry.isDirectory()
+          ? newestMs(path.join(dir, entry.name))
+          : statSync(path.join(dir, entry.name)).mtimeMs,
+      ),
+    );
+  try {
+    return newestMs(path.join(ROOT, 'src')) > statSync(path.join(ROOT, 'dist/cli/main.js')).mtimeMs;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * `npm test` builds before Jest starts; a lone run rebuilds only when src/ changed, so it never rewrites
+ * dist/ under a test file that is running the binary in parallel.
+ */
+export async function buildIfStale(): Promise<void> {
+  if (distIsStale()) await promisify(execFile)('npm', ['run', 'build'], { cwd: ROOT });
+}
 
 export interface TaskleaseProcess {
   child: ChildProcess;
@@ -57,6 +86,28 @@ export function spawnTasklease(
       clearTimeout(timer);
     },
   };
+}
+
+/** Runs the CLI to completion: its exit code and what it printed. */
+export function runTasklease(
+  args: string[],
+  env: Record<string, string>,
+  options: { timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+        timeout: options.timeoutMs ?? 30_000,
+      },
+      (error, stdout, stderr) => {
+        if (error && typeof error.code !== 'number') return reject(error);
+        resolve({ code: error ? (error.code as number) : 0, stdout, stderr });
+      },
+    );
+  });
 }
 
 /** Polls a URL until it answers 200 (or the process dies, or time runs out). */

@@ -1,11 +1,20 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { BrokerError } from '../../domain/errors';
-import { identityKey, isSettled, LEASE_STATES, TERMINAL_LEASE_STATES, type Lease } from '../../domain/types';
+import {
+  identityKey,
+  isSettled,
+  LEASE_STATES,
+  TERMINAL_LEASE_STATES,
+  type Lease,
+  type LeaseState,
+} from '../../domain/types';
 import type { BrokerDeps } from '../../usecases/deps';
 import { revocationProgress, startRevocation } from '../../usecases/follow-revocation';
 import { selectLeases } from '../../usecases/request-revocation';
-import { identityOf, requireAdmin } from '../authenticate';
+import { retryIrrevocable } from '../../usecases/retry-irrevocable';
+import { requireAdmin } from '../admin-gate';
+import { callerOf } from '../authenticate';
 import { leaseView } from '../views';
 
 const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
@@ -41,6 +50,8 @@ const bulkBody = z.strictObject({
   dryRun: z.boolean().default(false),
   force,
 });
+/** A retry needs no reason (the lease keeps the one it was revoked for); one given goes to the audit. */
+const retryBody = z.strictObject({ reason: reason.optional() });
 const auditQuery = z.strictObject({
   task: id.optional(),
   lease: id.optional(),
@@ -77,37 +88,66 @@ async function findLeases(deps: BrokerDeps, selector: Selector): Promise<Lease[]
   return [...found.values()].filter((lease) => !selector.provider || lease.provider === selector.provider);
 }
 
+/**
+ * Where admin routes live. The app authenticates these paths as admin routes (a break-glass token is
+ * accepted here and nowhere else), and refuses to start if a route under them does not begin with
+ * `requireAdmin` (which authorizes and audits the call).
+ */
+export const ADMIN_PATHS = ['/v1/leases', '/v1/audit'] as const;
+
+/** What the audit records of a revocation request: the selector and its options, never a secret. */
+const REVOKE_INPUT = ['selector', 'reason', 'dryRun', 'force'] as const;
+const RETRY_INPUT = ['reason'] as const;
+
+/** How many leases are in each state (states with none left out), for an at-a-glance summary. */
+function countByState(leases: readonly Lease[]): Partial<Record<LeaseState, number>> {
+  const counts: Partial<Record<LeaseState, number>> = {};
+  for (const state of LEASE_STATES) {
+    const count = leases.filter((lease) => lease.state === state).length;
+    if (count > 0) counts[state] = count;
+  }
+  return counts;
+}
+
 export function adminRoutes(deps: BrokerDeps): Router {
   const router = Router();
-  const actorOf = (res: Parameters<typeof identityOf>[0]) =>
-    `${identityOf(res).issuer}/${identityOf(res).subject}`;
+  const actorOf = (res: Parameters<typeof callerOf>[0]) => `${callerOf(res).issuer}/${callerOf(res).subject}`;
 
-  router.get('/v1/leases', requireAdmin(deps.config, 'view'), async (req, res) => {
+  router.get('/v1/leases', requireAdmin(deps, 'view'), async (req, res) => {
     const query = listQuery.parse(req.query);
     // Without another filter, `state=revoked|expired` reads the settled index: the unsettled one holds none.
     const settled = query.state !== undefined && TERMINAL_LEASE_STATES.has(query.state);
     const leases = (await findLeases(deps, { ...query, settled }))
       .filter((lease) => !query.state || lease.state === query.state)
       .sort((a, b) => a.createdAtMs - b.createdAtMs);
-    res.json({ leases: leases.slice(0, query.limit).map(leaseView), total: leases.length });
-  });
-
-  router.post('/v1/leases/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
-    const body = bulkBody.parse(req.body);
-    const leases = await findLeases(deps, body.selector);
-    const { leaseIds: _ids, ...summary } = await startRevocation(deps, leases, body.reason, actorOf(res), {
-      dryRun: body.dryRun,
-      force: body.force,
+    res.json({
+      leases: leases.slice(0, query.limit).map(leaseView),
+      total: leases.length,
+      countsByState: countByState(leases),
     });
-    res.json({ ...summary, dryRun: body.dryRun, force: body.force });
   });
 
-  router.get('/v1/leases/revocations/:revocationId', requireAdmin(deps.config, 'view'), async (req, res) => {
+  router.post(
+    '/v1/leases/revoke',
+    requireAdmin(deps, 'revoke', { auditBody: REVOKE_INPUT }),
+    async (req, res) => {
+      const body = bulkBody.parse(req.body);
+      const leases = await findLeases(deps, body.selector);
+      const { leaseIds: _ids, ...summary } = await startRevocation(deps, leases, body.reason, actorOf(res), {
+        dryRun: body.dryRun,
+        force: body.force,
+      });
+      res.json({ ...summary, dryRun: body.dryRun, force: body.force });
+    },
+  );
+
+  router.get('/v1/leases/revocations/:revocationId', requireAdmin(deps, 'view'), async (req, res) => {
     z.strictObject({}).parse(req.query);
     res.json(await revocationProgress(deps, id.parse(req.params.revocationId)));
   });
 
-  router.post('/v1/leases/:leaseId/revoke', requireAdmin(deps.config, 'revoke'), async (req, res) => {
+  const revokeOne = requireAdmin(deps, 'revoke', { auditBody: REVOKE_INPUT });
+  router.post('/v1/leases/:leaseId/revoke', revokeOne, async (req, res) => {
     const leaseId = id.parse(req.params.leaseId);
     const body = z.strictObject({ reason, force }).parse(req.body);
     const lease = await deps.leases.get(leaseId);
@@ -119,7 +159,34 @@ export function adminRoutes(deps: BrokerDeps): Router {
     res.status(202).json({ leaseId, state: 'revoking', revocationId: summary.revocationId });
   });
 
-  router.get('/v1/audit', requireAdmin(deps.config, 'view'), async (req, res) => {
+  router.post(
+    '/v1/leases/retry',
+    requireAdmin(deps, 'revoke', { auditBody: RETRY_INPUT }),
+    async (req, res) => {
+      const body = retryBody.parse(req.body ?? {});
+      const leases = await deps.leases.getMany(await deps.leases.irrevocableIds());
+      const { retried } = await retryIrrevocable(deps, leases, actorOf(res), body.reason);
+      res.status(202).json({ matched: leases.length, retried: retried.length });
+    },
+  );
+
+  router.post(
+    '/v1/leases/:leaseId/retry',
+    requireAdmin(deps, 'revoke', { auditBody: RETRY_INPUT }),
+    async (req, res) => {
+      const leaseId = id.parse(req.params.leaseId);
+      const body = retryBody.parse(req.body ?? {});
+      const lease = await deps.leases.get(leaseId);
+      if (!lease) throw new BrokerError('not_found', 'no such lease');
+      const { refused } = await retryIrrevocable(deps, [lease], actorOf(res), body.reason);
+      const state = refused[0]?.state;
+      if (state === 'missing') throw new BrokerError('not_found', 'no such lease');
+      if (state) throw new BrokerError('lease_not_irrevocable', `the lease is ${state}, not irrevocable`);
+      res.status(202).json({ leaseId, state: 'irrevocable' });
+    },
+  );
+
+  router.get('/v1/audit', requireAdmin(deps, 'view'), async (req, res) => {
     const query = auditQuery.parse(req.query);
     const events = await deps.audit.query({
       task: query.task,
