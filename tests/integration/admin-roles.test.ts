@@ -55,6 +55,9 @@ interface Fleet {
   leaseOf: Record<Caller, string>;
 }
 
+/** A well-formed revocation id that names no revocation. */
+const NO_REVOCATION = '0'.repeat(32);
+
 interface AdminRouteRow {
   permission: AdminPermission;
   /** A request the route answers `allowedStatus` to when the caller holds the permission. */
@@ -96,6 +99,13 @@ const ADMIN_ROUTES: Record<string, AdminRouteRow> = {
     }),
     allowedStatus: 202,
     input: (f, caller) => ({ 'params.leaseId': f.leaseOf[caller], 'body.reason': 'roles table' }),
+  },
+  'GET /v1/leases/revocations/:revocationId': {
+    permission: 'view',
+    request: () => ({ path: `/v1/leases/revocations/${NO_REVOCATION}` }),
+    // The route runs, and answers for its own reason: no revocation has that id.
+    allowedStatus: 404,
+    input: () => ({ 'params.revocationId': NO_REVOCATION }),
   },
   'POST /v1/leases/retry': {
     permission: 'revoke',

@@ -189,7 +189,10 @@ describe('force asked while a job is trying a failing backend', () => {
       reason: 'INC-16: close it whatever happens',
       force: true,
     });
-    expect(forced).toEqual({ status: 202, body: { leaseId, state: 'revoking' } });
+    expect(forced).toEqual({
+      status: 202,
+      body: { leaseId, state: 'revoking', revocationId: expect.stringMatching(/^[0-9a-f]{32}$/) },
+    });
     held.release();
 
     const ended = await waitFor(async () => {
