@@ -266,7 +266,7 @@ async function catchUp(state: SinkState, deps: SinkDeps): Promise<number> {
     if (page.broken) {
       state.halted = true;
       deps.onError(
-        new Error(
+        new AuditSinkStoppedError(
           `audit seals in Redis no longer follow the file's last seal (seq ${state.written.head.lastSeq}): the log in Redis was rewritten or re-sealed; the file sink has stopped`,
         ),
       );
@@ -275,6 +275,9 @@ async function catchUp(state: SinkState, deps: SinkDeps): Promise<number> {
   }
   return count;
 }
+
+/** The seals in Redis stopped carrying on from the file's: a rewritten log. The sink writes nothing more. */
+export class AuditSinkStoppedError extends Error {}
 
 export interface AuditFileSink {
   /** Writes every seal not yet in the file, with its events; resolves to how many seals it wrote. */

@@ -35,7 +35,7 @@ function fakeLog() {
         json: JSON.stringify(event),
       }));
       entries.push(...batch);
-      const payload = buildSeal(previous, batch, NOW_MS);
+      const payload = buildSeal('tl:', previous, batch, NOW_MS);
       seals.push({ id: payload.lastId, jws: await signSeal(keys, ISSUER, payload) });
       head = payload;
     },
