@@ -53,11 +53,7 @@ export async function requestRevocation(
     started.map((lease) => ({
       type: 'lease.revoke_requested' as const,
       atMs: nowMs,
-      issuer: lease.issuer,
-      subject: lease.subject,
-      task: lease.taskId,
-      grant: lease.grant,
-      lease: lease.id,
+      ...leaseAuditFields(lease),
       actor,
       reason,
       ...(options.force ? { detail: { force: true } } : {}),
@@ -66,6 +62,15 @@ export async function requestRevocation(
   const leaseIds = started.map((lease) => lease.id);
   return { matched: live.length, revoked: started.length, byGrant, byProvider, leaseIds };
 }
+
+/** Who and what a lease's audit events name. */
+export const leaseAuditFields = (lease: Lease) => ({
+  issuer: lease.issuer,
+  subject: lease.subject,
+  task: lease.taskId,
+  grant: lease.grant,
+  lease: lease.id,
+});
 
 export async function selectLeases(
   deps: Pick<BrokerDeps, 'leases'>,

@@ -1,5 +1,6 @@
 import type { Lease } from '../domain/types';
 import type { BrokerDeps } from './deps';
+import { leaseAuditFields } from './request-revocation';
 
 const RETRY_CHUNK = 500;
 
@@ -39,11 +40,7 @@ export async function retryIrrevocable(
     summary.retried.map((lease) => ({
       type: 'lease.retry_requested' as const,
       atMs: nowMs,
-      issuer: lease.issuer,
-      subject: lease.subject,
-      task: lease.taskId,
-      grant: lease.grant,
-      lease: lease.id,
+      ...leaseAuditFields(lease),
       actor,
       ...(reason ? { reason } : {}),
       // What the worker had last failed with, so the audit reads on its own.

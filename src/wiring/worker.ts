@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
-import { startAuditFileSink, type AuditFileSink } from '../audit/audit-file-sink';
+import { AuditSinkStoppedError, startAuditFileSink, type AuditFileSink } from '../audit/audit-file-sink';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { systemRoutes } from '../http/routes/system';
@@ -29,6 +29,22 @@ export async function startWorker(options: {
 }): Promise<RunningWorker> {
   const { config, logger } = options;
   const context = options.context ?? (await createBrokerContext({ ...options, signingKeys: null }));
+  // First: a file it must not write to stops start-up before any job runs.
+  const fileSink: AuditFileSink | null = config.audit.file
+    ? await startAuditFileSink({
+        path: config.audit.file,
+        audit: context.deps.audit,
+        brokerIssuer: config.broker.issuer,
+        intervalMs: config.audit.sealIntervalMs,
+        nowMs: context.deps.nowMs,
+        onError: (error) =>
+          error instanceof AuditSinkStoppedError
+            ? logger.error({ err: error.message }, 'audit file sink stopped: the log in Redis was rewritten')
+            : logger.warn({ err: (error as Error).message }, 'audit file sink failed; retrying'),
+        onWarning: (message) => logger.warn({ detail: message }, 'audit file sink'),
+      })
+    : null;
+
   const bullConnection = connectRedis(options.redisUrl, { forBullWorker: true, name: 'tasklease-worker' });
   const worker = startRevocationWorker(context.deps, bullConnection, context.keys);
   worker.on('error', (error) => logger.warn({ err: error.message }, 'revocation worker error'));
@@ -42,18 +58,6 @@ export async function startWorker(options: {
     nowMs: context.deps.nowMs,
     onError: (error) => logger.warn({ err: (error as Error).message }, 'sweep failed'),
   });
-
-  const fileSink: AuditFileSink | null = config.audit.file
-    ? await startAuditFileSink({
-        path: config.audit.file,
-        audit: context.deps.audit,
-        brokerIssuer: config.broker.issuer,
-        intervalMs: config.audit.sealIntervalMs,
-        nowMs: context.deps.nowMs,
-        onError: (error) =>
-          logger.warn({ err: (error as Error).message }, 'audit file sink failed; retrying'),
-      })
-    : null;
 
   let server: Server | null = null;
   if (options.port !== null) {

@@ -1,74 +1,25 @@
-import { createServer, type Server } from 'node:http';
-import { startRevocationWorker } from '../../src/jobs/revocation-worker';
-import { startSweeper } from '../../src/jobs/sweeper';
-import { connectRedis } from '../../src/leases/redis';
-import type { CredentialProvider } from '../../src/providers/provider';
-import type { ProviderKind } from '../../src/domain/types';
-import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
+import { startFlakyBroker, type FlakyBroker } from '../support/flaky-backend';
+import { waitFor } from '../support/broker';
 
 /**
  * A backend that refuses revocations: the worker retries with backoff, then marks the lease irrevocable
  * (listed, counted, audited); when the backend recovers, the sweeper's periodic retry settles it.
  */
 describe('a revocation that keeps failing', () => {
-  let broker: TestBroker;
-  let backendDown = true;
-  let attempts = 0;
-  let stop: () => Promise<void>;
-  /** A local alert receiver: every POST body it got. */
-  const alerts: any[] = [];
-  let receiver: Server;
+  let flaky: FlakyBroker;
+  let broker: FlakyBroker['broker'];
+  let alerts: any[];
+  const backend = () => flaky.backend;
 
   beforeAll(async () => {
-    receiver = createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
-        alerts.push(JSON.parse(body));
-        res.end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-    const port = (receiver.address() as { port: number }).port;
-    broker = await startTestBroker({
-      alerts: { irrevocableWebhook: `http://127.0.0.1:${port}/hooks/tasklease`, debounceSeconds: 1 },
-      worker: false,
+    flaky = await startFlakyBroker({
       revocation: { attempts: 3, backoffMs: 50, irrevocableRetrySeconds: 1, sweepIntervalMs: 200 },
     });
-    const { deps } = broker.context;
-    const jwt = deps.providers.get('jwt') as CredentialProvider;
-    const flaky: CredentialProvider = {
-      ...jwt,
-      async revoke(lease, context) {
-        attempts++;
-        if (backendDown) throw new Error('backend unavailable (503)');
-        return jwt.revoke(lease, context);
-      },
-    };
-    const workerDeps = { ...deps, providers: new Map<ProviderKind, CredentialProvider>([['jwt', flaky]]) };
-    const connection = connectRedis(testRedisUrl(), { forBullWorker: true });
-    const worker = startRevocationWorker(workerDeps, connection, broker.context.keys);
-    const sweeper = startSweeper({
-      redis: broker.context.redis,
-      keys: broker.context.keys,
-      leases: deps.leases,
-      queue: deps.queue,
-      graceMs: 200,
-      intervalMs: 200,
-      nowMs: Date.now,
-      onError: () => undefined,
-    });
-    stop = async () => {
-      await sweeper.stop();
-      await worker.close();
-      await connection.quit();
-    };
+    flaky.backend.down = true;
+    broker = flaky.broker;
+    alerts = flaky.alerts;
   });
-  afterAll(async () => {
-    await stop();
-    await broker.close();
-    await new Promise<void>((resolve) => receiver.close(() => resolve()));
-  });
+  afterAll(() => flaky.close());
 
   it('becomes irrevocable after the last attempt, is listed and counted, and settles once the backend is back', async () => {
     const agent = await broker.agents.sign({ sub: 'flaky' });
@@ -90,7 +41,7 @@ describe('a revocation that keeps failing', () => {
       const ids = leases.map((l) => l.leaseId);
       return ids.includes(second.body.leaseId) ? leases.find((l) => l.leaseId === issued.body.leaseId) : null;
     }, 10_000);
-    expect(attempts).toBeGreaterThanOrEqual(3);
+    expect(backend().calls.length).toBeGreaterThanOrEqual(3);
     expect(listed.lastError).toBe('backend unavailable (503)');
     const metrics = (await broker.call('GET', '/metrics', null)).body as string;
     expect(metrics).toMatch(/^tasklease_irrevocable_leases 2$/m);
@@ -124,7 +75,7 @@ describe('a revocation that keeps failing', () => {
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     expect(alerts).toHaveLength(1);
 
-    backendDown = false;
+    backend().down = false;
     const settled = await waitFor(async () => {
       const lease = await broker.context.deps.leases.get(issued.body.leaseId);
       return lease?.state === 'expired' ? lease : null;
@@ -138,7 +89,7 @@ describe('a revocation that keeps failing', () => {
   }, 30_000);
 
   it('force closes a lease the backend cannot revoke, stating the residual risk, and never calls it revoked', async () => {
-    backendDown = true;
+    backend().down = true;
     const agent = await broker.agents.sign({ sub: 'rogue-agent' });
     const admin = await broker.admins.sign({ sub: 'oncall@example.com' });
     const task = await broker.call('POST', '/v1/tasks', agent, { purpose: 'went rogue', ticket: 'OPS-9' });
@@ -171,7 +122,7 @@ describe('a revocation that keeps failing', () => {
     });
 
     // With the backend healthy, force changes nothing: the revocation is real and recorded as such.
-    backendDown = false;
+    backend().down = false;
     const healthy = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, agent, {
       grant: 'artifacts-read',
       ttlSeconds: 300,
