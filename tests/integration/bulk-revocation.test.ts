@@ -1,6 +1,6 @@
 import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
 import { startFakeVault, type FakeVault } from '../support/fake-vault';
-import { spawnTasklease } from '../support/processes';
+import { runTasklease } from '../support/processes';
 import { documentedBrokerPolicy } from '../support/vault-policy';
 
 /** Any agent may declare tasks and take any grant: this file is about revoking them. */
@@ -97,14 +97,8 @@ describe('bulk revocation: by provider, dry run, and lease revoke --wait', () =>
     }
     return Object.fromEntries(all.map((lease) => [lease.leaseId, lease.state]));
   };
-  const cli = async (args: string[]) => {
-    const proc = spawnTasklease(['lease', 'revoke', ...args], {
-      TASKLEASE_ADDR: broker.url,
-      TASKLEASE_TOKEN: admin,
-    });
-    const code = await proc.exitCode;
-    return { code, stdout: proc.stdout(), stderr: proc.stderr() };
-  };
+  const cli = (args: string[]) =>
+    runTasklease(['lease', 'revoke', ...args], { TASKLEASE_ADDR: broker.url, TASKLEASE_TOKEN: admin });
 
   it('--dry-run prints the counts per grant and per provider, and changes nothing', async () => {
     const result = await cli(['--all', '--dry-run', '--reason', 'what would INC-9 take']);

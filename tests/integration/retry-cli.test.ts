@@ -1,6 +1,6 @@
 import { waitFor } from '../support/broker';
 import { startFlakyBroker, type FlakyBroker } from '../support/flaky-backend';
-import { spawnTasklease } from '../support/processes';
+import { runTasklease } from '../support/processes';
 
 /**
  * `tasklease lease ls --irrevocable` and `tasklease lease retry`, the real binary against a running broker
@@ -37,11 +37,13 @@ describe('CLI: tasklease lease retry', () => {
   });
   afterAll(() => flaky.close());
 
-  /** Runs the binary to its exit: exit code, and stdout and stderr together. */
+  /** Runs the binary to its exit: exit code, and what it printed (stdout, then stderr). */
   const cli = async (args: string[], token = admin) => {
-    const proc = spawnTasklease(args, { TASKLEASE_ADDR: flaky.broker.url, TASKLEASE_TOKEN: token });
-    const code = await new Promise<number | null>((resolve) => proc.child.once('close', resolve));
-    return { code, output: proc.output() };
+    const { code, stdout, stderr } = await runTasklease(args, {
+      TASKLEASE_ADDR: flaky.broker.url,
+      TASKLEASE_TOKEN: token,
+    });
+    return { code, output: stdout + stderr };
   };
   const stateOf = async (leaseId: string) => (await flaky.broker.context.deps.leases.get(leaseId))?.state;
 

@@ -3,7 +3,7 @@ import { connectRedis } from '../../src/leases/redis';
 import type { ProviderKind } from '../../src/domain/types';
 import type { CredentialProvider } from '../../src/providers/provider';
 import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
-import { spawnTasklease } from '../support/processes';
+import { runTasklease } from '../support/processes';
 
 const POLICIES = `
 @id("declare")
@@ -69,14 +69,8 @@ describe('lease revoke --wait with a failing backend', () => {
     }
     return { taskId: task.body.taskId as string, leaseIds };
   };
-  const cli = async (args: string[]) => {
-    const proc = spawnTasklease(['lease', 'revoke', ...args], {
-      TASKLEASE_ADDR: broker.url,
-      TASKLEASE_TOKEN: admin,
-    });
-    const code = await proc.exitCode;
-    return { code, stdout: proc.stdout(), stderr: proc.stderr() };
-  };
+  const cli = (args: string[]) =>
+    runTasklease(['lease', 'revoke', ...args], { TASKLEASE_ADDR: broker.url, TASKLEASE_TOKEN: admin });
   const stateOf = async (leaseId: string) => (await broker.context.deps.leases.get(leaseId))?.state;
 
   it('exits 5 when some leases end irrevocable, naming them; the others are revoked', async () => {

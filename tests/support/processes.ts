@@ -37,10 +37,6 @@ export interface TaskleaseProcess {
   child: ChildProcess;
   /** stdout and stderr interleaved as they arrived. */
   output(): string;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves with the exit code once the process has exited. */
-  exitCode: Promise<number | null>;
   /** SIGTERM and wait (or SIGKILL after a timeout). */
   stop(): Promise<void>;
 }
@@ -59,25 +55,12 @@ export function spawnTasklease(
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-    stdout += chunk.toString();
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-    stderr += chunk.toString();
-  });
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  // 'close' comes after the output streams have ended, so everything printed has been read by then.
-  const exitCode = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   return {
     child,
     output: () => output,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    exitCode,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
