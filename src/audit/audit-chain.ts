@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { jwtVerify, SignJWT, type JWTVerifyGetKey } from 'jose';
+import { ASYMMETRIC_ALGORITHMS } from '../config/schema';
 import type { SigningKeyRing } from '../signing/signing-keys';
 
 /**
@@ -42,7 +43,7 @@ export interface SealPayload {
 }
 
 export function eventDigest(id: string, json: string): Buffer {
-  return createHash('sha256').update(`tasklease-audit-v1\n${id}\n${json}`).digest().subarray(0, DIGEST_BYTES);
+  return createHash('sha256').update(`tasklease-audit-v1\n${id}\n${json}`).digest();
 }
 
 export function nextChain(previousHex: string, digest: Buffer): string {
@@ -93,14 +94,15 @@ export function signSeal(signingKeys: SigningKeyRing, brokerIssuer: string, seal
     .sign(active.privateKey);
 }
 
-const SEAL_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'RS256', 'PS256'];
-
 /**
  * A seal's signature (against `keys`), type and shape, and that it is stored under its own last event's id.
  * Throws naming what is wrong.
  */
 export async function verifySeal(stored: { id: string; jws: string }, keys: JWTVerifyGetKey) {
-  const { payload } = await jwtVerify(stored.jws, keys, { typ: SEAL_TYPE, algorithms: SEAL_ALGORITHMS });
+  const { payload } = await jwtVerify(stored.jws, keys, {
+    typ: SEAL_TYPE,
+    algorithms: [...ASYMMETRIC_ALGORITHMS],
+  });
   const seal = payload as unknown as SealPayload;
   const digests = splitDigests(String(seal.digests ?? ''));
   if (

@@ -1,9 +1,7 @@
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
-import type { AuditEvent } from '../audit/audit-log';
-import type { RawAuditEntry } from '../audit/audit-log';
+import type { AuditEvent, RawAuditEntry } from '../audit/audit-log';
+import { ASYMMETRIC_ALGORITHMS } from '../config/schema';
 import { TASK_RECORD_TYPE } from '../tasks/task-record';
-
-const RECORD_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'RS256', 'PS256'];
 
 /** The signed task record's payload (src/tasks/task-record.ts). */
 export interface TaskRecord extends JWTPayload {
@@ -26,7 +24,7 @@ export interface TaskRecord extends JWTPayload {
 export async function verifyTaskRecord(jws: string, jwks: JSONWebKeySet): Promise<TaskRecord> {
   const { payload } = await jwtVerify(jws.trim(), createLocalJWKSet(jwks), {
     typ: TASK_RECORD_TYPE,
-    algorithms: RECORD_ALGORITHMS,
+    algorithms: [...ASYMMETRIC_ALGORITHMS],
   });
   return payload as TaskRecord;
 }
