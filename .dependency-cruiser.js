@@ -4,7 +4,8 @@
  * and nothing anywhere imports in a cycle. CI runs this through `npm run lint`.
  */
 const ground = '^src/(domain|config)/';
-const capability = '^src/(identity|policy|signing|providers|leases|tasks|audit|observability)/';
+const capability =
+  '^src/(identity|policy|signing|providers|leases|tasks|audit|observability|approvals|entitlements)/';
 const usecase = '^src/usecases/';
 const transport = '^src/(http|jobs)/';
 const entry = '^src/(wiring|cli)/';

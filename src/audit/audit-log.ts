@@ -15,7 +15,12 @@ export type AuditType =
   | 'lease.revoke_failed'
   | 'lease.irrevocable'
   | 'lease.force_closed'
-  | 'admin.call';
+  | 'admin.call'
+  | 'approval.requested'
+  | 'approval.approved'
+  | 'approval.denied'
+  | 'approval.expired'
+  | 'approval.refused';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {

@@ -52,7 +52,13 @@ const issuerSchema = z
 const grantCommon = {
   maxTtlSeconds: seconds(12 * 3600),
   sensitivity: z.enum(['low', 'medium', 'high']).default('low'),
+  /** `required`: every credential of this grant waits for a human's step-up approval (docs/approvals.md). */
   approval: z.enum(['none', 'required']).default('none'),
+  /**
+   * Separation of duties between stages (generate → review → export): an identity that was issued one of
+   * these grants for the same ticket (or, without a ticket, the same task) may not approve this grant.
+   */
+  approverMustNotHold: z.array(name).max(20).default([]),
 };
 
 const jwtGrantSchema = z.strictObject({
@@ -170,18 +176,11 @@ const vaultDynamicGrantSchema = z.strictObject({
 
 const vaultGrantSchema = z.discriminatedUnion('mode', [vaultTokenGrantSchema, vaultDynamicGrantSchema]);
 
-export const grantSchema = z
-  .discriminatedUnion('provider', [jwtGrantSchema, awsStsGrantSchema, vaultGrantSchema])
-  .superRefine((grant, ctx) => {
-    // Fails closed: step-up approval is not built yet, so a grant that needs it cannot be configured.
-    if (grant.approval === 'required') {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['approval'],
-        message: 'step-up approval is not available in this build yet',
-      });
-    }
-  });
+export const grantSchema = z.discriminatedUnion('provider', [
+  jwtGrantSchema,
+  awsStsGrantSchema,
+  vaultGrantSchema,
+]);
 
 const vaultMount = z.string().regex(/^[\w.-]+(\/[\w.-]+)*$/, 'an auth mount path such as approle');
 
@@ -290,6 +289,15 @@ export const configSchema = z
         file: z.string().min(1).optional(),
       })
       .prefault({}),
+    /** Step-up approvals (docs/approvals.md). */
+    approvals: z
+      .strictObject({
+        /** A request no approver decides within this long expires (never beyond its task). */
+        pendingTtlSeconds: z.number().int().min(60).max(86400).default(900),
+        /** An approval not used within this long of its decision expires. */
+        useWithinSeconds: z.number().int().min(60).max(86400).default(900),
+      })
+      .prefault({}),
     /** RFC 8693 token exchange at POST /v1/token. */
     tokenExchange: z
       .strictObject({
@@ -349,6 +357,16 @@ export const configSchema = z
         code: 'custom',
         path,
         message: 'a break-glass token in the config: only its SHA-256 belongs here (breakGlass.tokenSha256)',
+      });
+    }
+    for (const [grantName, grant] of Object.entries(config.grants)) {
+      grant.approverMustNotHold.forEach((held, index) => {
+        if (!Object.hasOwn(config.grants, held))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['grants', grantName, 'approverMustNotHold', index],
+            message: `no grant named "${held}"`,
+          });
       });
     }
     if (config.broker.defaultTaskTtlSeconds > config.broker.maxTaskTtlSeconds) {

@@ -41,6 +41,31 @@ export const ERROR_CATALOGUE = {
     status: 409,
     summary: 'Only an irrevocable lease can be retried; this one is in another state.',
   },
+  approval_mismatch: {
+    status: 403,
+    summary:
+      'The approvalId names no approval of this task, grant and TTL (another task or grant, a longer TTL than approved).',
+  },
+  approval_denied: {
+    status: 403,
+    summary:
+      'An approver denied this step-up request; the denial is final (a new request is a new decision).',
+  },
+  approval_expired: {
+    status: 403,
+    summary:
+      'The step-up request was not decided in time, or the approval was not used in time; it is final.',
+  },
+  approval_used: { status: 409, summary: 'The approval was already used: each one issues one credential.' },
+  approval_not_pending: {
+    status: 409,
+    summary: 'The approval was already decided or has expired; a decision is final.',
+  },
+  separation_of_duties: {
+    status: 403,
+    summary:
+      'The approver requested this approval, or was issued a grant the approved grant must be kept apart from (`approverMustNotHold`).',
+  },
   invalid_grant: {
     status: 400,
     summary:

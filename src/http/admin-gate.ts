@@ -1,4 +1,4 @@
-import type { Express, Request, RequestHandler } from 'express';
+import type { Express, Request, RequestHandler, Response } from 'express';
 import type { AuditEvent, AuditLog } from '../audit/audit-log';
 import type { Config } from '../config/schema';
 import { BrokerError } from '../domain/errors';
@@ -94,6 +94,26 @@ export function requireAdmin(
     );
     if (!allowed) throw new BrokerError('forbidden', `this call needs an admin role with "${permission}"`);
     next();
+  };
+  gates.add(gate);
+  return gate;
+}
+
+/**
+ * For a route both its owner and admins read (an approval, polled by the workload that asked for it): the
+ * owner passes without an admin role and without an `admin.call` event (a polling agent would flood the
+ * log); anyone else goes through `requireAdmin`. `isOwner` fails closed: any doubt is "not the owner".
+ */
+export function requireAdminUnlessOwner(
+  deps: AdminGateDeps,
+  permission: AdminPermission,
+  isOwner: (req: Request, res: Response) => Promise<boolean>,
+): RequestHandler {
+  const admin = requireAdmin(deps, permission);
+  const gate: RequestHandler = async (req, res, next) => {
+    const owner = await isOwner(req, res).catch(() => false);
+    if (owner) next();
+    else await admin(req, res, next);
   };
   gates.add(gate);
   return gate;

@@ -1,3 +1,4 @@
+import { effectiveStatus, type Approval } from '../approvals/approval';
 import type { Lease } from '../domain/types';
 import type { StoredTask } from '../tasks/task-store';
 
@@ -39,4 +40,37 @@ export const taskView = (task: StoredTask, leases: readonly Lease[]) => ({
   completedAt: iso(task.completedAtMs),
   activeLeases: task.activeLeases,
   leases: leases.map(leaseView),
+});
+
+/**
+ * The public shape of an approval, with the task it is about (purpose, ticket, ref, a CI job's claims) so
+ * an approver decides knowing what the credential is for. Status as of `nowMs` (expiry needs no writer).
+ */
+export const approvalView = (approval: Approval, nowMs: number, task: StoredTask | null = null) => ({
+  approvalId: approval.id,
+  kind: approval.kind,
+  status: effectiveStatus(approval, nowMs),
+  summary: approval.summary,
+  requester: approval.requester,
+  reason: approval.reason,
+  grant: approval.grant,
+  ttlSeconds: approval.ttlSeconds,
+  target: approval.target,
+  task: approval.taskId
+    ? {
+        taskId: approval.taskId,
+        purpose: task?.purpose,
+        ticket: task?.ticket || undefined,
+        ref: task?.ref || undefined,
+        job: task?.job,
+        state: task?.state,
+      }
+    : undefined,
+  createdAt: iso(approval.createdAtMs),
+  expiresAt: iso(approval.expiresAtMs),
+  decision: approval.decision
+    ? { by: approval.decision.by, at: iso(approval.decision.atMs), reason: approval.decision.reason }
+    : undefined,
+  usedAt: iso(approval.usedAtMs),
+  leaseId: approval.leaseId,
 });

@@ -11,6 +11,8 @@ export interface SweeperDeps {
   keys: RedisKeys;
   leases: Pick<LeaseStore, 'dueIds' | 'purgeSettled'>;
   queue: Pick<RevocationQueue, 'queue'>;
+  /** Writes down approvals past their deadline (expire-approvals.ts). */
+  expireApprovals: (nowMs: number) => Promise<number>;
   graceMs: number;
   intervalMs: number;
   nowMs: () => number;
@@ -33,6 +35,7 @@ export async function sweepOnce(deps: SweeperDeps): Promise<number> {
     requeued += ids.length;
     if (ids.length < BATCH) break;
   }
+  await deps.expireApprovals(nowMs);
   // Purge keeps up with any settlement rate: a full batch means there may be more.
   for (let page = 0; page < MAX_PAGES; page++) {
     if ((await deps.leases.purgeSettled(nowMs, BATCH)) < BATCH) break;

@@ -39,6 +39,14 @@ export class RedisKeys {
   auditSeals = () => `${this.prefix}audit-seals`;
   /** Held by the one API replica sealing at a time (the seal's compare-and-set is what keeps it correct). */
   auditSealLock = () => `${this.prefix}audit-seal-lock`;
+  /** One approval request (step-up, enrolment, entitlement); expires a retention period after it can matter. */
+  approval = (approvalId: string) => `${this.prefix}approval:${approvalId}`;
+  /** Every approval, scored by when it was requested: the approvers' inbox; purged after retention. */
+  approvals = () => `${this.prefix}approvals`;
+  /** Pending approvals and unused step-up approvals, scored by their deadline: the sweeper expires them. */
+  approvalsDue = () => `${this.prefix}approvals:due`;
+  /** A task's step-up requests, so asking again returns the open one; expires with the approvals. */
+  taskApprovals = (taskId: string) => `${this.prefix}task-approvals:${taskId}`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;
 }

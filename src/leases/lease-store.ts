@@ -8,8 +8,10 @@ import { luaScript } from './lua-script';
  * only if the task is still open, the lease cap is not reached and the lease does not exist yet — and, in the
  * same step, the audit entry that records it (so a lease never exists without its `credential.issued`).
  * Quotas (0 = none): unsettled leases in total, per task, per identity.
- * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due, audit, identityActive
- * ARGV: cap, nowMs, expiresAtMs, id, auditEntry, identityCap, taskCap, fields...
+ * A step-up approval, when one is presented, is used up in the same step: it must still be approved and
+ * unexpired, so two calls racing with one approval get one lease between them.
+ * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due, audit, identityActive[, approval, approvalsDue]
+ * ARGV: cap, nowMs, expiresAtMs, id, auditEntry, identityCap, taskCap, approvalId ('' = none), fields...
  */
 const CREATE_LEASE = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
@@ -20,7 +22,14 @@ local taskCap = tonumber(ARGV[7])
 if taskCap > 0 and tonumber(redis.call('HGET', KEYS[2], 'activeLeases') or '0') >= taskCap then return 'task_cap' end
 local identityCap = tonumber(ARGV[6])
 if identityCap > 0 and redis.call('SCARD', KEYS[8]) >= identityCap then return 'identity_cap' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+if ARGV[8] ~= '' then
+  local a = redis.call('HMGET', KEYS[9], 'status', 'expiresAtMs')
+  if a[1] ~= 'approved' then return 'approval_' .. (a[1] or 'missing') end
+  if tonumber(a[2]) <= tonumber(ARGV[2]) then return 'approval_expired' end
+  redis.call('HSET', KEYS[9], 'status', 'used', 'usedAtMs', ARGV[2], 'leaseId', ARGV[4])
+  redis.call('ZREM', KEYS[10], ARGV[8])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('SADD', KEYS[3], ARGV[4])
 local taskTtl = redis.call('PTTL', KEYS[2])
 if taskTtl > 0 then redis.call('PEXPIRE', KEYS[3], taskTtl) end
@@ -119,7 +128,15 @@ if state ~= 'irrevocable' then return state end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 'retrying'`);
 
-export type CreateLeaseResult = 'ok' | 'exists' | 'task_not_open' | 'cap' | 'task_cap' | 'identity_cap';
+export type CreateLeaseResult =
+  | 'ok'
+  | 'exists'
+  | 'task_not_open'
+  | 'cap'
+  | 'task_cap'
+  | 'identity_cap'
+  /** The presented approval was no longer approved (used meanwhile, expired...): nothing was written. */
+  | `approval_${string}`;
 
 const serialise = (lease: Lease): string[] => {
   const fields: Record<string, string | number | undefined> = {
@@ -188,6 +205,8 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         maxActiveLeasesPerTask?: number;
         nowMs: number;
         auditEntry: string;
+        /** A step-up approval to use up with this lease. */
+        approvalId?: string;
       },
     ): Promise<CreateLeaseResult> {
       const keyList = [
@@ -200,6 +219,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.audit(),
         keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
       ];
+      if (options.approvalId) keyList.push(keys.approval(options.approvalId), keys.approvalsDue());
       const { maxActiveLeases, nowMs, auditEntry } = options;
       const args = [
         maxActiveLeases,
@@ -209,6 +229,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         auditEntry,
         options.maxActiveLeasesPerIdentity ?? 0,
         options.maxActiveLeasesPerTask ?? 0,
+        options.approvalId ?? '',
         ...serialise(lease),
       ];
       return (await run(CREATE_LEASE, keyList, args)) as CreateLeaseResult;

@@ -55,6 +55,12 @@ export function createMetrics(counts: {
       labelNames: ['provider', 'final'] as const,
       registers: [registry],
     }),
+    approvals: new Counter({
+      name: 'tasklease_approvals_total',
+      help: 'Approval requests by kind, as they were requested and as they ended (approved, denied, expired)',
+      labelNames: ['kind', 'status'] as const,
+      registers: [registry],
+    }),
     auditEventsSealed: new Counter({
       name: 'tasklease_audit_events_sealed_total',
       help: 'Audit events this process chained and signed into a seal',

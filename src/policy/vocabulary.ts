@@ -59,18 +59,26 @@ export function declareTaskRequest(
   };
 }
 
+/** What the broker knows of the request beyond identity, task and grant. */
+export interface IssueFacts {
+  ttlSeconds: number;
+  /** A step-up approval bound to this task, grant and TTL was presented and is valid. */
+  approved: boolean;
+}
+
 export function issueRequest(
   identity: Identity,
   task: Task & { activeLeases: number },
   grant: GrantFacts,
-  ttlSeconds: number,
+  facts: IssueFacts,
   nowMs: number,
 ): PolicyRequest {
+  const { ttlSeconds, approved } = facts;
   return {
     principal: { type: 'Workload', id: identity.subject },
     action: { type: 'Action', id: 'issue' },
     resource: { type: 'Grant', id: grant.name },
-    context: { task: taskContext(task, nowMs), ttlSeconds, approved: false, activeLeases: task.activeLeases },
+    context: { task: taskContext(task, nowMs), ttlSeconds, approved, activeLeases: task.activeLeases },
     entities: [
       workload(identity),
       {

@@ -1,3 +1,5 @@
+import type { Approval } from '../approvals/approval';
+import type { ApprovalStore } from '../approvals/approval-store';
 import type { ExchangeReplay } from '../identity/exchange-replay';
 import type { AuditLog } from '../audit/audit-log';
 import type { Config } from '../config/schema';
@@ -20,6 +22,10 @@ export interface UseCaseEvents {
   irrevocable(lease: Lease, reason: string, nowMs: number): void;
   /** The expiry job could not be queued; the sweeper will revoke the lease at expiry instead. */
   scheduleFailed(leaseId: string, error: string): void;
+  /** A step-up request is waiting for an approver (the approvals webhook, a metric). */
+  approvalRequested(approval: Approval): void;
+  /** An approval was decided or expired. */
+  approvalSettled(approval: Pick<Approval, 'id' | 'kind'>, status: 'approved' | 'denied' | 'expired'): void;
 }
 
 /** Everything a use case may need; each one takes only the `Pick` it uses. */
@@ -32,6 +38,7 @@ export interface BrokerDeps {
   policy: PolicyEngine;
   providers: ProviderRegistry;
   audit: AuditLog;
+  approvals: ApprovalStore;
   exchangeReplay: ExchangeReplay;
   signingKeys: SigningKeyRing;
   events: UseCaseEvents;

@@ -13,6 +13,8 @@ export interface ExchangeInput {
   /** The job's name as the client sees it (GITHUB_JOB...): tells jobs of one run apart. */
   job?: string;
   ttlSeconds?: number;
+  /** A step-up approval, once approved: the exchange is repeated with it (`approval_id`). */
+  approvalId?: string;
 }
 
 type Deps = Pick<
@@ -24,6 +26,7 @@ type Deps = Pick<
   | 'policy'
   | 'providers'
   | 'audit'
+  | 'approvals'
   | 'exchangeReplay'
   | 'signingKeys'
   | 'events'
@@ -78,7 +81,11 @@ export async function exchangeToken(deps: Deps, identity: Identity, input: Excha
       ttlSeconds: input.ttlSeconds,
       scopes: input.scopes,
       reason: 'token exchange (RFC 8693)',
+      approvalId: input.approvalId,
     });
+    // Waiting on a step-up approval is not an exchange: the token may be exchanged again with the approval.
+    if ('pending' in issued && replay)
+      await deps.exchangeReplay.giveBack(identity.tokenSha256, input.grant).catch(() => undefined);
     return { ...issued, taskId: task.id };
   } catch (error) {
     // Nothing was issued: the token may be exchanged again (a transient failure, a policy being fixed).

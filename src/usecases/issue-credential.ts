@@ -3,11 +3,14 @@ import { serializeAuditEvent, type AuditEvent } from '../audit/audit-log';
 import type { GrantConfig } from '../config/schema';
 import { BrokerError } from '../domain/errors';
 import type { Identity, Lease } from '../domain/types';
+import type { Approval } from '../approvals/approval';
+import { decideIssue } from '../policy/issue-decision';
 import { issueRequest } from '../policy/vocabulary';
 import type { CredentialProvider } from '../providers/provider';
 import type { StoredTask } from '../tasks/task-store';
 import type { BrokerDeps } from './deps';
 import { loadOwnTask } from './load-own-task';
+import { checkPresentedApproval, requestStepUp, type PendingStepUp } from './step-up';
 
 export interface IssueCredentialInput {
   grant: string;
@@ -15,25 +18,41 @@ export interface IssueCredentialInput {
   reason?: string;
   /** Narrows a jwt grant's scopes (token exchange's `scope`); never widens them. */
   scopes?: readonly string[];
+  /** A step-up approval for this task, grant and TTL, once an approver has approved it. */
+  approvalId?: string;
 }
 
 type Deps = Pick<
   BrokerDeps,
-  'config' | 'tasks' | 'leases' | 'queue' | 'policy' | 'providers' | 'audit' | 'events' | 'nowMs' | 'newId'
+  | 'config'
+  | 'tasks'
+  | 'leases'
+  | 'queue'
+  | 'policy'
+  | 'providers'
+  | 'audit'
+  | 'approvals'
+  | 'events'
+  | 'nowMs'
+  | 'newId'
 >;
+
+/** A credential call's answer: the credential, or (202) the step-up request it waits on. */
+export type IssueResult = Awaited<ReturnType<typeof mint>> | { pending: PendingStepUp };
 
 const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /**
- * verify identity (done by the caller) → load task → evaluate policy → provider mints → record lease (with
- * its audit entry, atomically) → schedule revocation. The lease is durable before the credential leaves.
+ * verify identity (done by the caller) → load task → evaluate policy (→ step-up: a human approves first) →
+ * provider mints → record lease (with its audit entry, atomically) → schedule revocation. The lease is
+ * durable before the credential leaves.
  */
 export async function issueCredential(
   deps: Deps,
   identity: Identity,
   taskId: string,
   input: IssueCredentialInput,
-) {
+): Promise<IssueResult> {
   const startedMs = performance.now();
   const nowMs = deps.nowMs();
   const task = await loadOwnTask(deps, identity, taskId, nowMs);
@@ -48,33 +67,76 @@ export async function issueCredential(
   );
   if (ttlSeconds < 1) throw new BrokerError('task_not_open', 'the task expires in less than a second');
 
-  const who = {
-    issuer: identity.issuer,
-    subject: identity.subject,
-    task: task.id,
-    ticket: task.ticket,
-    ref: task.ref,
-  };
-  const facts = {
-    name: input.grant,
-    provider: grant.provider,
-    sensitivity: grant.sensitivity,
-    approval: grant.approval,
-  };
-  const decision = deps.policy.evaluate(issueRequest(identity, task, facts, ttlSeconds, nowMs));
-  if (!decision.allowed) {
-    deps.events.denied('issue', decision.reason, { ...who, grant: input.grant });
-    await deps.audit.append({
-      type: 'credential.denied',
-      atMs: nowMs,
-      ...who,
-      grant: input.grant,
-      tokenSha256: identity.tokenSha256,
-      reason: decision.reason,
-    });
-    throw new BrokerError('policy_denied', `the policy does not permit grant ${input.grant} for this task`);
+  let approval: Approval | null = null;
+  if (input.approvalId) {
+    const bound = { task, grant: input.grant, ttlSeconds, nowMs };
+    const presented = await checkPresentedApproval(deps, input.approvalId, bound);
+    if (presented.pending) return { pending: presented.pending };
+    approval = presented.approval;
   }
+  const request: IssueRequest = { identity, task, grant, input, ttlSeconds, scopes, approval, nowMs };
+  const outcome = decideIssue(
+    deps.policy,
+    (approved) =>
+      issueRequest(identity, task, grantFacts(input.grant, grant), { ttlSeconds, approved }, nowMs),
+    { approvalRequired: grant.approval === 'required', approvedPresented: approval !== null },
+  );
+  if (outcome.kind === 'deny') return deny(deps, request, outcome.decision.reason);
+  if (outcome.kind === 'step-up') {
+    const ask = { identity, task, grant: input.grant, ttlSeconds, reason: input.reason, nowMs };
+    return { pending: await requestStepUp(deps, { ...ask, policyReason: outcome.decision.reason }) };
+  }
+  const issued = await mint(deps, request, outcome.decision.reason);
+  deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
+  return issued;
+}
 
+/** Everything one credential call settled on before the policy decided. */
+interface IssueRequest {
+  identity: Identity;
+  task: StoredTask;
+  grant: GrantConfig;
+  input: IssueCredentialInput;
+  ttlSeconds: number;
+  scopes: readonly string[] | undefined;
+  /** The step-up approval presented (approved, bound to this request), used up with the lease. */
+  approval: Approval | null;
+  nowMs: number;
+}
+
+const grantFacts = (name: string, grant: GrantConfig) => ({
+  name,
+  provider: grant.provider,
+  sensitivity: grant.sensitivity,
+  approval: grant.approval,
+});
+
+const whoOf = ({ identity, task }: Pick<IssueRequest, 'identity' | 'task'>) => ({
+  issuer: identity.issuer,
+  subject: identity.subject,
+  task: task.id,
+  ticket: task.ticket,
+  ref: task.ref,
+});
+
+async function deny(deps: Deps, request: IssueRequest, reason: string): Promise<never> {
+  const { identity, input, nowMs } = request;
+  const who = whoOf(request);
+  deps.events.denied('issue', reason, { ...who, grant: input.grant });
+  await deps.audit.append({
+    type: 'credential.denied',
+    atMs: nowMs,
+    ...who,
+    grant: input.grant,
+    tokenSha256: identity.tokenSha256,
+    reason,
+  });
+  throw new BrokerError('policy_denied', `the policy does not permit grant ${input.grant} for this task`);
+}
+
+/** quota → provider mints → lease and audit entry recorded (the approval used up with them) → expiry job. */
+async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
+  const { identity, task, grant, input, ttlSeconds, scopes, approval, nowMs } = request;
   const overQuota = await deps.leases.quotaReached(
     { taskId: task.id, issuer: identity.issuer, subject: identity.subject },
     {
@@ -115,12 +177,12 @@ export async function issueCredential(
   const audit: AuditEvent = {
     type: 'credential.issued',
     atMs: nowMs,
-    ...who,
+    ...whoOf(request),
     grant: input.grant,
     lease: leaseId,
     tokenSha256: identity.tokenSha256,
     credentialSha256: lease.credentialSha256,
-    reason: decision.reason,
+    reason: policyReason,
     detail: {
       ttlSeconds,
       provider: grant.provider,
@@ -128,6 +190,7 @@ export async function issueCredential(
       ...(grant.provider === 'jwt' ? {} : minted.handle),
       ...(input.reason ? { requestReason: input.reason } : {}),
       ...(scopes ? { scopes: scopes.join(' ') } : {}),
+      ...(approval ? { approvalId: approval.id, approvedBy: approval.decision?.by ?? '' } : {}),
     },
   };
   // The expiry job goes out with the lease write (one round trip). A job whose lease was never written is
@@ -140,21 +203,19 @@ export async function issueCredential(
     },
   );
   try {
-    await recordLease(deps, provider, lease, audit, nowMs);
+    await recordLease(deps, provider, lease, { audit, approvalId: approval?.id, nowMs });
   } catch (error) {
     if (await scheduled) await deps.queue.cancelExpiry(leaseId).catch(() => undefined);
     throw error;
   }
   await scheduled;
-  deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
-  const expiresAt = new Date(expiresAtMs).toISOString();
   // An STS session outlives a lease shorter than 15 minutes: say when it dies at its source as well.
   const notAfter = minted.notAfterMs ? new Date(minted.notAfterMs).toISOString() : undefined;
   return {
     leaseId,
     grant: input.grant,
     provider: grant.provider,
-    expiresAt,
+    expiresAt: new Date(expiresAtMs).toISOString(),
     notAfter,
     credential: minted.credential,
   };
@@ -192,9 +253,9 @@ async function recordLease(
   deps: Pick<Deps, 'config' | 'leases' | 'events'>,
   provider: CredentialProvider,
   lease: Lease,
-  audit: AuditEvent,
-  nowMs: number,
+  write: { audit: AuditEvent; approvalId?: string; nowMs: number },
 ): Promise<void> {
+  const { audit, nowMs } = write;
   // The credential exists at its source but never leaves the broker: revoke it now; a failure is reported.
   const revokeUnissued = (why: string) =>
     provider
@@ -215,6 +276,7 @@ async function recordLease(
       maxActiveLeasesPerTask: deps.config.broker.maxActiveLeasesPerTask,
       nowMs,
       auditEntry: serializeAuditEvent(audit),
+      approvalId: write.approvalId,
     };
     result = await deps.leases.create(lease, options);
   } catch (error) {
@@ -228,6 +290,9 @@ async function recordLease(
   if (result === 'cap')
     throw new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
   if (result === 'identity_cap' || result === 'task_cap') throw quotaError(deps, result);
+  if (result === 'approval_used') throw new BrokerError('approval_used', 'the approval was already used');
+  if (result.startsWith('approval_'))
+    throw new BrokerError('approval_expired', 'the approval expired before the credential was recorded');
   throw new BrokerError('internal', 'lease id collision', { detail: `lease ${lease.id} existed` });
 }
 

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { createApprovalStore } from '../approvals/approval-store';
 import { createAuditLog } from '../audit/audit-log';
 import { ConfigError } from '../config/load-config';
 import type { Config } from '../config/schema';
@@ -74,6 +75,14 @@ function useCaseEvents(metrics: Metrics, logger: Logger, alerts: IrrevocableAler
       if (state === 'expired')
         metrics.revocationLagSeconds.observe(Math.max(0, nowMs - lease.expiresAtMs) / 1000);
     },
+    approvalRequested: (approval) => {
+      metrics.approvals.inc({ kind: approval.kind, status: 'requested' });
+      logger.info(
+        { approvalId: approval.id, kind: approval.kind, grant: approval.grant, task: approval.taskId },
+        'approval requested',
+      );
+    },
+    approvalSettled: (approval, status) => metrics.approvals.inc({ kind: approval.kind, status }),
     scheduleFailed: (leaseId, error) =>
       logger.warn({ leaseId, err: error }, 'expiry job not queued; the sweeper will act'),
     revocationFailed: (leaseId, provider, error, final) => {
@@ -200,6 +209,7 @@ export async function createBrokerContext(options: {
     policy: servesApi ? createPolicyEngine(config.policies) : NO_POLICIES,
     providers: providers as ProviderRegistry,
     audit: createAuditLog(redis, keys),
+    approvals: createApprovalStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds }),
     exchangeReplay: createExchangeReplay(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
     signingKeys: options.signingKeys as SigningKeyRing,

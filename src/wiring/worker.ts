@@ -7,6 +7,7 @@ import type { VaultSettings } from '../config/vault-settings';
 import { systemRoutes } from '../http/routes/system';
 import { startRevocationWorker } from '../jobs/revocation-worker';
 import { startSweeper } from '../jobs/sweeper';
+import { expireApprovals } from '../usecases/expire-approvals';
 import { connectRedis } from '../leases/redis';
 import type { Logger } from '../observability/logger';
 import { createBrokerContext, type BrokerContext } from './broker-context';
@@ -53,6 +54,7 @@ export async function startWorker(options: {
     keys: context.keys,
     leases: context.deps.leases,
     queue: context.deps.queue,
+    expireApprovals: (nowMs) => expireApprovals(context.deps, nowMs),
     graceMs: config.revocation.sweepGraceMs,
     intervalMs: config.revocation.sweepIntervalMs,
     nowMs: context.deps.nowMs,

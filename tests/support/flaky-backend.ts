@@ -79,6 +79,7 @@ export async function startFlakyBroker(options: TestBrokerOptions = {}): Promise
     keys: broker.context.keys,
     leases: deps.leases,
     queue: deps.queue,
+    expireApprovals: async () => 0,
     graceMs: 200,
     intervalMs: 200,
     nowMs: Date.now,

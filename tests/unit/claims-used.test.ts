@@ -95,7 +95,7 @@ describe('which claims a policy set can read', () => {
     const grant = { name: 'g', provider: 'jwt', sensitivity: 'low', approval: 'none' };
     const many = Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`noise${i}`, 'x']));
     const decide = (claims: Record<string, string>) =>
-      engine.evaluate(issueRequest(identity(claims), task, grant, 60, 0));
+      engine.evaluate(issueRequest(identity(claims), task, grant, { ttlSeconds: 60, approved: false }, 0));
     expect(decide({ ...many, repository: 'acme/api', environment: 'prod' })).toMatchObject({
       allowed: true,
       reason: 'permitted by repo',

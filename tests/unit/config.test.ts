@@ -399,11 +399,19 @@ describe('parseConfig refuses an invalid configuration, naming the field', () =>
       /vault\.auth: Unrecognized key: "secretId"/,
     ],
     [
-      'approval: required (not available yet)',
+      'a stage separation naming no grant',
       (c) => {
         c.grants['artifacts-api'].approval = 'required';
+        c.grants['artifacts-api'].approverMustNotHold = ['report-generate'];
       },
-      /grants\.artifacts-api\.approval: step-up approval is not available/,
+      /grants\.artifacts-api\.approverMustNotHold\.0: no grant named "report-generate"/,
+    ],
+    [
+      'an approval window under a minute',
+      (c) => {
+        c.approvals = { pendingTtlSeconds: 5 };
+      },
+      /approvals\.pendingTtlSeconds/,
     ],
     [
       'a grant name with capitals',

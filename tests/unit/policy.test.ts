@@ -78,7 +78,7 @@ interface Ask {
   task?: TaskFacts;
 }
 const ask = ({ identity, grant = 'artifacts-api', ttlSeconds = 600, task: facts }: Ask) =>
-  issueRequest(identity, task(identity, facts), GRANTS[grant] as GrantFacts, ttlSeconds, NOW_MS);
+  issueRequest(identity, task(identity, facts), GRANTS[grant] as GrantFacts, { ttlSeconds, approved: false }, NOW_MS);
 
 /** A policies folder holding `files`; returns the folder. */
 function policyDir(files: Record<string, string>): string {

@@ -22,6 +22,7 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
     .option('--ref <text>', 'task ref', '')
     .option('--ttl <seconds>', 'requested TTL', '600')
     .option('--active-leases <n>', 'live leases already in the task', '0')
+    .option('--approved', 'as if a step-up approval were presented (context.approved)')
     .option('--json', 'print JSON')
     .action(async (options) => {
       const config = loadConfigFile(env().TASKLEASE_CONFIG ?? 'tasklease.yaml');
@@ -78,7 +79,10 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
           identity,
           task,
           { name: options.grant, ...grant },
-          Math.min(Number(options.ttl), grant.maxTtlSeconds),
+          {
+            ttlSeconds: Math.min(Number(options.ttl), grant.maxTtlSeconds),
+            approved: Boolean(options.approved),
+          },
           nowMs,
         );
       }

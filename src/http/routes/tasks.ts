@@ -35,6 +35,10 @@ const credentialBody = z.strictObject({
   grant: grantName,
   ttlSeconds: ttlSeconds.optional(),
   reason: text(500).optional(),
+  approvalId: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, 'an approval id')
+    .optional(),
 });
 const completeBody = z.strictObject({
   outcome: z.enum(['succeeded', 'failed', 'cancelled']),
@@ -52,9 +56,13 @@ export function taskRoutes(deps: BrokerDeps): Router {
 
   router.post('/v1/tasks/:taskId/credentials', async (req, res) => {
     const { taskId } = taskParams.parse(req.params);
-    res
-      .status(201)
-      .json(await issueCredential(deps, identityOf(res), taskId, credentialBody.parse(req.body)));
+    const result = await issueCredential(deps, identityOf(res), taskId, credentialBody.parse(req.body));
+    if ('pending' in result) {
+      // 202: a human must approve first. The agent polls the approval, then repeats this call with its id.
+      res.status(202).location(`/v1/approvals/${result.pending.approvalId}`).json(result.pending);
+      return;
+    }
+    res.status(201).json(result);
   });
 
   router.post('/v1/tasks/:taskId/complete', async (req, res) => {

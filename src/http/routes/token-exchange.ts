@@ -49,6 +49,11 @@ const exchangeBody = z.object({
     .optional(),
   /** Extension: a shorter life than the grant's maximum. */
   ttl_seconds: z.coerce.number().int().min(1).max(604_800).optional(),
+  /** Extension: the step-up approval an earlier `authorization_pending` answer named, once approved. */
+  approval_id: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, 'an approval id')
+    .optional(),
 });
 
 /** The request's problems in RFC 8693 terms, checked before the token is even verified. */
@@ -141,14 +146,28 @@ export function tokenExchangeRoutes(
         scopes: scopes?.length ? scopes : undefined,
         job: request.job,
         ttlSeconds: request.ttl_seconds,
+        approvalId: request.approval_id,
       });
+      res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
+      if ('pending' in issued) {
+        // RFC 8628 §3.5's answer for "a human has not decided yet": the client polls, then repeats the call.
+        const { pending } = issued;
+        res.status(400).json({
+          error: 'authorization_pending',
+          error_description: `grant ${name} needs a step-up approval; repeat this exchange with approval_id once it is approved`,
+          approval_id: pending.approvalId,
+          approval_status: pending.status,
+          expires_at: pending.expiresAt,
+          task_id: issued.taskId,
+        });
+        return;
+      }
       const endsAtMs = Math.min(
         Date.parse(issued.expiresAt),
         issued.notAfter ? Date.parse(issued.notAfter) : Infinity,
       );
       const credential = issued.credential;
       const jwt = grant.provider === 'jwt';
-      res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
       res.json({
         access_token: jwt ? credential.token : JSON.stringify(credential),
         issued_token_type: issuedType,
