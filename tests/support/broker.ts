@@ -70,6 +70,7 @@ export interface TestBrokerOptions {
   redisUrl?: string;
   alerts?: ConfigInput['alerts'];
   audit?: ConfigInput['audit'];
+  approvals?: ConfigInput['approvals'];
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
   /** Break-glass entries (config `breakGlass`). */
@@ -120,6 +121,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
     ...(options.alerts ? { alerts: options.alerts } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
+    ...(options.approvals ? { approvals: options.approvals } : {}),
   };
   const configFile = path.join(dir, 'tasklease.json');
   writeFileSync(configFile, JSON.stringify(input));
