@@ -4,6 +4,7 @@ import type { StoredAuditEvent } from '../../src/audit/audit-log';
 import { generateBreakGlassToken } from '../../src/identity/break-glass';
 import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
 import { createTestIssuer, platformClaims, type TestIssuer } from '../support/fixtures';
+import { runTasklease } from '../support/processes';
 
 const POLICIES = `
 @id("declare")
@@ -138,6 +139,41 @@ describe('step-up approvals', () => {
     expect((await events('credential.issued')).find((e) => e.lease === issued.body.leaseId)).toMatchObject({
       detail: { approvalId, approvedBy: `corp/${approver}` },
     });
+  });
+
+  it('tasklease task show tells who approved which credential, from the sealed audit log', async () => {
+    const taskId = await declare(agent);
+    const { approvalId } = (await ask(agent, taskId, { grant: 'deploy' })).body;
+    await decide(approvalId, 'approve', approver, 'change 812 approved');
+    const issued = await ask(agent, taskId, { grant: 'deploy', approvalId });
+    const denied = (await ask(agent, taskId, { grant: 'deploy', ttlSeconds: 30 })).body.approvalId;
+    await decide(denied, 'deny', oncall, 'one is enough');
+    const { redis, keys } = broker.context;
+    await waitFor(async () => {
+      const [newest] = await redis.xrevrange(keys.audit(), '+', '-', 'COUNT', 1);
+      return (await broker.context.deps.audit.newestSeal())?.id === newest?.[0];
+    }, 10_000);
+
+    const shown = await runTasklease(['task', 'show', taskId, '--json'], {
+      TASKLEASE_ADDR: broker.url,
+      TASKLEASE_TOKEN: await admin(oncall),
+    });
+    expect(shown.code).toBe(0);
+    const story = JSON.parse(shown.stdout);
+    expect(story.approvals).toEqual([
+      expect.objectContaining({
+        approvalId,
+        grant: 'deploy',
+        status: 'used',
+        decidedBy: `corp/${approver}`,
+        reason: 'change 812 approved',
+        lease: issued.body.leaseId,
+      }),
+      expect.objectContaining({ approvalId: denied, status: 'denied', decidedBy: `corp/${oncall}` }),
+    ]);
+    expect(story.leases).toEqual([
+      expect.objectContaining({ lease: issued.body.leaseId, approvedBy: `corp/${approver}` }),
+    ]);
   });
 
   it('self-approval is refused and audited; another approver may approve', async () => {
