@@ -22,12 +22,9 @@ export function createWebhook(options: {
   name: string;
   logger: Logger;
   onUndelivered?: () => void;
-  /** Test seam: the delay before retry `attempt + 1`. */
-  retryDelayMs?: (attempt: number) => number;
 }): Webhook {
   const { url, name, logger } = options;
   const host = new URL(url).host;
-  const retryDelayMs = options.retryDelayMs ?? ((attempt: number) => RETRY_DELAY_MS * attempt);
   const inFlight = new Set<Promise<void>>();
 
   async function deliver(body: string, context: Record<string, unknown>): Promise<void> {
@@ -48,7 +45,7 @@ export function createWebhook(options: {
       } catch (error) {
         logger.warn({ host, err: (error as Error).message, attempt, ...context }, `${name} failed`);
       }
-      if (attempt < ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt)));
+      if (attempt < ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS * attempt));
     }
     logger.error({ host, ...context }, `${name} not delivered`);
     options.onUndelivered?.();
