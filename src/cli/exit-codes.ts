@@ -11,6 +11,21 @@ export const EXIT = {
   irrevocable: 5,
   /** `audit verify`, `task show`, `record verify`: something does not verify. */
   verificationFailed: 6,
-  /** `lease revoke --wait`: `--timeout` passed with leases still being revoked. */
+  /**
+   * `lease revoke --wait`: `--timeout` passed with leases still being revoked. `approvals wait`, `exec`,
+   * `credential-process`: the wait for a step-up approval timed out with the request still pending.
+   */
   timedOut: 7,
+  /** `approvals wait`, `exec`, `credential-process`: the step-up approval was denied or expired. */
+  approvalRefused: 8,
 } as const;
+
+/** An ending the CLI knows the exit code of: `main` prints the message and exits with `exitCode`. */
+export class ExitError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { decodeJwt } from 'jose';
 import type { Env } from '../config/env';
 
 /** Where the job's OIDC token comes from; read again for each use, since platforms rotate them. */
@@ -63,3 +64,21 @@ function nonEmpty(value: string, where: string): string {
   if (!token) throw new Error(`no token in ${where}`);
   return token;
 }
+
+/** True while a JWT's `exp` is more than a few seconds away (decoded only: the broker verifies it). */
+export function stillValid(token: string): boolean {
+  try {
+    const { exp } = decodeJwt(token);
+    return typeof exp === 'number' && exp * 1000 > Date.now() + 5_000;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The token exchanged first while it is valid (for SPIFFE and OIDC issuers the token itself is the job: a
+ * new one would not reach the task), then a fresh one from the source (the first may expire during a long
+ * command, or a long wait for an approval).
+ */
+export const currentJobToken = (first: string, source: JobTokenSource) => async (): Promise<string> =>
+  stillValid(first) ? first : source.read();

@@ -4,9 +4,10 @@ import { readEnv, type Env } from '../config/env';
 import { generateSigningJwks } from '../signing/signing-keys';
 import { mintDevToken } from '../wiring/dev-files';
 import { ApiError } from './api-client';
-import { EXIT } from './exit-codes';
+import { EXIT, ExitError } from './exit-codes';
 import { collectPairs, printJson } from './output';
 import { registerAdminCommands } from './commands/admin';
+import { registerApprovalCommands } from './commands/approvals';
 import { registerAuditCommands } from './commands/audit';
 import { registerCredentialProcessCommand } from './commands/credential-process';
 import { registerExecCommand } from './commands/exec';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
 
   registerProcessCommands(program, getEnv);
   registerLeaseCommands(program, getEnv);
+  registerApprovalCommands(program, getEnv);
   registerAuditCommands(program, getEnv);
   registerTaskCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
@@ -69,6 +71,11 @@ export async function main(argv: string[]): Promise<void> {
   } catch (error) {
     if (error instanceof CommanderError) {
       process.exitCode = error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    if (error instanceof ExitError) {
+      process.stderr.write(`tasklease: ${error.message}\n`);
+      process.exitCode = error.exitCode;
       return;
     }
     if (error instanceof ApiError) {

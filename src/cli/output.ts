@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from 'commander';
 import { EXIT } from './exit-codes';
 
 /** Tables for people, JSON for scripts. No colour, so nothing differs between a TTY and a pipe. */
@@ -32,3 +33,11 @@ export const collectPairs = (value: string, previous: Record<string, string> = {
 
 /** `audit verify` or `record verify` found something that does not verify. */
 export const EXIT_VERIFICATION_FAILED = EXIT.verificationFailed;
+
+/** `--timeout 30`, `--approval-timeout 900`: a whole number of seconds, 1 or more. */
+export function wholeSeconds(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1)
+    throw new InvalidArgumentError('a whole number of seconds, 1 or more');
+  return parsed;
+}

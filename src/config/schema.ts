@@ -70,6 +70,16 @@ const jwtGrantSchema = z.strictObject({
 
 const httpUrl = z.url({ protocol: /^https?$/ });
 
+/**
+ * Where the broker POSTs a notification: https, or http to loopback (a local relay); never with a user or
+ * password in it (the URL is configuration, and the body may go through proxies that log it).
+ */
+const webhookUrl = httpUrl.refine((text) => {
+  const url = new URL(text);
+  const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+  return !url.username && !url.password && (url.protocol === 'https:' || loopback);
+}, 'https:// (http:// only to loopback), without user or password');
+
 /** STS's bounds on a role session: 15 minutes to 12 hours (one hour when the broker itself runs on a role). */
 export const STS_MIN_SECONDS = 900;
 const STS_MAX_SECONDS = 43_200;
@@ -269,13 +279,7 @@ export const configSchema = z
     alerts: z
       .strictObject({
         /** POSTed a JSON summary when leases become irrevocable; https, or http to loopback. */
-        irrevocableWebhook: httpUrl
-          .refine((text) => {
-            const url = new URL(text);
-            const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
-            return !url.username && !url.password && (url.protocol === 'https:' || loopback);
-          }, 'https:// (http:// only to loopback), without user or password')
-          .optional(),
+        irrevocableWebhook: webhookUrl.optional(),
         /** Irrevocable leases within this window go out as one alert. */
         debounceSeconds: z.number().int().min(1).max(3600).default(30),
       })
@@ -296,6 +300,8 @@ export const configSchema = z
         pendingTtlSeconds: z.number().int().min(60).max(86400).default(900),
         /** An approval not used within this long of its decision expires. */
         useWithinSeconds: z.number().int().min(60).max(86400).default(900),
+        /** POSTed each new approval request (no secrets), at once; https, or http to loopback. */
+        webhook: webhookUrl.optional(),
       })
       .prefault({}),
     /** RFC 8693 token exchange at POST /v1/token. */

@@ -1,4 +1,6 @@
+import type { Approval } from '../approvals/approval';
 import type { Logger } from './logger';
+import { createWebhook } from './webhook';
 
 export interface IrrevocableLease {
   leaseId: string;
@@ -19,30 +21,36 @@ export interface IrrevocableAlerts {
 
 /** At most this many leases are listed in one alert; `count` still says how many there were. */
 const MAX_LISTED = 100;
-const ATTEMPTS = 3;
-const TIMEOUT_MS = 5_000;
 
 /**
  * A webhook for leases that became irrevocable, debounced: the first one opens a window of `debounceMs`,
  * and everything that happens in it goes out as one POST when it closes, so a failing backend pages once,
- * not once per lease. Best effort (three tries, then logged): the irrevocable list, its metric and the
- * sweeper's retries are the authority. The URL is never logged: webhook URLs often carry a secret.
+ * not once per lease. Best effort (see createWebhook): the irrevocable list, its metric and the sweeper's
+ * retries are the authority.
  */
 export function createIrrevocableAlerts(options: {
   url: string;
   debounceMs: number;
   brokerIssuer: string;
   logger: Logger;
+  onUndelivered?: () => void;
 }): IrrevocableAlerts {
-  const { url, debounceMs, logger } = options;
-  const host = new URL(url).host;
+  const webhook = createWebhook({
+    url: options.url,
+    name: 'irrevocable-lease alert',
+    logger: options.logger,
+    onUndelivered: options.onUndelivered,
+  });
   let pending: IrrevocableLease[] = [];
   let timer: NodeJS.Timeout | null = null;
-  /** Sends under way (with their retries): shutdown waits for them too. */
-  const inFlight = new Set<Promise<void>>();
 
-  async function send(batch: IrrevocableLease[]): Promise<void> {
-    const body = JSON.stringify({
+  function sendPending(): void {
+    if (timer) clearTimeout(timer);
+    timer = null;
+    const batch = pending;
+    pending = [];
+    if (batch.length === 0) return;
+    const body = {
       event: 'tasklease.leases.irrevocable',
       broker: options.brokerIssuer,
       at: new Date().toISOString(),
@@ -51,48 +59,66 @@ export function createIrrevocableAlerts(options: {
         .slice(0, MAX_LISTED)
         .map((lease) => ({ ...lease, at: new Date(lease.atMs).toISOString(), atMs: undefined })),
       truncated: batch.length > MAX_LISTED,
-    });
-    for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-      try {
-        const response = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body,
-          redirect: 'error',
-          signal: AbortSignal.timeout(TIMEOUT_MS),
-        });
-        if (response.ok) {
-          logger.info({ host, count: batch.length }, 'irrevocable-lease alert sent');
-          return;
-        }
-        logger.warn({ host, status: response.status, attempt }, 'irrevocable-lease alert refused');
-      } catch (error) {
-        logger.warn({ host, err: (error as Error).message, attempt }, 'irrevocable-lease alert failed');
-      }
-      if (attempt < ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
-    }
-    logger.error({ host, count: batch.length }, 'irrevocable-lease alert not delivered');
-  }
-
-  async function flush(): Promise<void> {
-    if (timer) clearTimeout(timer);
-    timer = null;
-    const batch = pending;
-    pending = [];
-    if (batch.length > 0) {
-      const sending = send(batch).finally(() => inFlight.delete(sending));
-      inFlight.add(sending);
-    }
-    await Promise.all(inFlight);
+    };
+    webhook.post(body, { count: batch.length });
   }
 
   return {
     notify(lease) {
       pending.push(lease);
       if (timer) return;
-      timer = setTimeout(() => void flush(), debounceMs);
+      timer = setTimeout(sendPending, options.debounceMs);
       timer.unref();
     },
-    flush,
+    async flush() {
+      sendPending();
+      await webhook.settled();
+    },
+  };
+}
+
+export interface ApprovalNotifications {
+  requested(approval: Approval): void;
+  /** Resolves once the notifications under way are sent or given up on (shutdown). */
+  flush(): Promise<void>;
+}
+
+/**
+ * `approvals.webhook`: one POST per new approval request, at once (an approver is waited for: no debounce).
+ * What an approver needs to find the request and nothing more — no token, no token hash, no credential.
+ */
+export function createApprovalNotifications(options: {
+  url: string;
+  brokerIssuer: string;
+  logger: Logger;
+  onUndelivered?: () => void;
+}): ApprovalNotifications {
+  const webhook = createWebhook({
+    url: options.url,
+    name: 'approval request notification',
+    logger: options.logger,
+    onUndelivered: options.onUndelivered,
+  });
+  return {
+    requested(approval) {
+      const body = {
+        event: 'tasklease.approval.requested',
+        broker: options.brokerIssuer,
+        at: new Date().toISOString(),
+        approval: {
+          approvalId: approval.id,
+          kind: approval.kind,
+          summary: approval.summary,
+          requester: { issuer: approval.requester.issuer, subject: approval.requester.subject },
+          grant: approval.grant,
+          ttlSeconds: approval.ttlSeconds,
+          reason: approval.reason,
+          taskId: approval.taskId,
+          expiresAt: new Date(approval.expiresAtMs).toISOString(),
+        },
+      };
+      webhook.post(body, { approvalId: approval.id });
+    },
+    flush: () => webhook.settled(),
   };
 }

@@ -61,6 +61,12 @@ export function createMetrics(counts: {
       labelNames: ['kind', 'status'] as const,
       registers: [registry],
     }),
+    webhookUndelivered: new Counter({
+      name: 'tasklease_webhook_undelivered_total',
+      help: 'Webhook POSTs given up on after every attempt (webhook="irrevocable" or "approvals")',
+      labelNames: ['webhook'] as const,
+      registers: [registry],
+    }),
     auditEventsSealed: new Counter({
       name: 'tasklease_audit_events_sealed_total',
       help: 'Audit events this process chained and signed into a seal',

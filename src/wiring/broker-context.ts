@@ -21,7 +21,12 @@ import {
 import { createRevocationLog } from '../leases/revocation-log';
 import { createRevocationQueue } from '../leases/revocation-queue';
 import type { Logger } from '../observability/logger';
-import { createIrrevocableAlerts, type IrrevocableAlerts } from '../observability/alerts';
+import {
+  createApprovalNotifications,
+  createIrrevocableAlerts,
+  type ApprovalNotifications,
+  type IrrevocableAlerts,
+} from '../observability/alerts';
 import { createMetrics, type Metrics } from '../observability/metrics';
 import { createPolicyEngine, type PolicyEngine } from '../policy/cedar-engine';
 import { createAwsClients } from '../providers/aws-sts/aws-clients';
@@ -49,7 +54,13 @@ export interface BrokerContext {
 /** Lease ids and task ids: 122 random bits (UUID v4), URL-safe, no dashes to trip anyone. */
 const newId = () => randomUUID().replaceAll('-', '');
 
-function useCaseEvents(metrics: Metrics, logger: Logger, alerts: IrrevocableAlerts | null): UseCaseEvents {
+interface Outbound {
+  alerts: IrrevocableAlerts | null;
+  approvalNotifications: ApprovalNotifications | null;
+}
+
+function useCaseEvents(metrics: Metrics, logger: Logger, outbound: Outbound): UseCaseEvents {
+  const { alerts, approvalNotifications } = outbound;
   return {
     irrevocable: (lease, reason, nowMs) =>
       alerts?.notify({
@@ -81,6 +92,7 @@ function useCaseEvents(metrics: Metrics, logger: Logger, alerts: IrrevocableAler
         { approvalId: approval.id, kind: approval.kind, grant: approval.grant, task: approval.taskId },
         'approval requested',
       );
+      approvalNotifications?.requested(approval);
     },
     approvalSettled: (approval, status) => metrics.approvals.inc({ kind: approval.kind, status }),
     scheduleFailed: (leaseId, error) =>
@@ -197,6 +209,15 @@ export async function createBrokerContext(options: {
         debounceMs: config.alerts.debounceSeconds * 1000,
         brokerIssuer: config.broker.issuer,
         logger,
+        onUndelivered: () => metrics.webhookUndelivered.inc({ webhook: 'irrevocable' }),
+      })
+    : null;
+  const approvalNotifications = config.approvals.webhook
+    ? createApprovalNotifications({
+        url: config.approvals.webhook,
+        brokerIssuer: config.broker.issuer,
+        logger,
+        onUndelivered: () => metrics.webhookUndelivered.inc({ webhook: 'approvals' }),
       })
     : null;
 
@@ -213,7 +234,7 @@ export async function createBrokerContext(options: {
     exchangeReplay: createExchangeReplay(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
     signingKeys: options.signingKeys as SigningKeyRing,
-    events: useCaseEvents(metrics, logger, alerts),
+    events: useCaseEvents(metrics, logger, { alerts, approvalNotifications }),
     nowMs,
     newId,
   };
@@ -227,7 +248,7 @@ export async function createBrokerContext(options: {
     breakGlass,
     async close() {
       verifier?.close();
-      await alerts?.flush();
+      await Promise.all([alerts?.flush(), approvalNotifications?.flush()]);
       // With Redis gone, stop reconnecting first so closing does not wait on it.
       if (redis.status !== 'ready') redis.disconnect();
       await queue.close();

@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
 import { platformClaims, tempDir } from '../support/fixtures';
+import { spawnTasklease } from '../support/processes';
 import { startMoto, type Moto } from '../support/moto';
 
 const POLICIES = `
@@ -45,6 +46,14 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
           endpoint: moto.endpoint,
           iamEndpoint: moto.endpoint,
           maxTtlSeconds: 3600,
+        },
+        'bulk-read-approved': {
+          provider: 'aws-sts',
+          roleArn: bulkRole.arn,
+          endpoint: moto.endpoint,
+          iamEndpoint: moto.endpoint,
+          maxTtlSeconds: 3600,
+          approval: 'required',
         },
         'reports-write': {
           provider: 'aws-sts',
@@ -455,5 +464,29 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     expect(second.code).toBe(0);
     expect(JSON.parse(second.stdout).AccessKeyId).toBe(printed.AccessKeyId);
     expect(await bulkLeases()).toBe(before + 1);
+  });
+
+  it('tasklease credential-process in a declared task waits for a step-up approval, then prints the session', async () => {
+    const taskId = await declare();
+    const proc = spawnTasklease(
+      ['credential-process', '--grant', 'bulk-read-approved', '--ttl', '900', '--no-cache'],
+      { TASKLEASE_ADDR: broker.url, TASKLEASE_TOKEN: agent, TASKLEASE_TASK: taskId },
+    );
+    const approvalId = await waitFor(
+      async () => /tasklease approvals approve (\w+) --reason/.exec(proc.output())?.[1],
+      10_000,
+    );
+    expect(proc.output()).not.toContain('AccessKeyId');
+    const approver = await broker.admins.sign({ sub: 'approver@example.com' });
+    const approved = await broker.call('POST', `/v1/approvals/${approvalId}/approve`, approver, {
+      reason: 'bulk export for OPS ticket',
+    });
+    expect(approved.status).toBe(200);
+    await new Promise((resolve) => proc.child.once('exit', resolve));
+    expect(proc.child.exitCode).toBe(0);
+    const printed = JSON.parse(/^\{.*\}$/m.exec(proc.output())?.[0] ?? 'null');
+    expect(printed).toMatchObject({ Version: 1, AccessKeyId: expect.stringMatching(/^ASIA/) });
+    const leases = await leasesOf(taskId);
+    expect(leases.map((lease: any) => lease.grant)).toEqual(['bulk-read-approved']);
   });
 });

@@ -99,7 +99,8 @@ export async function startFlakyBroker(options: TestBrokerOptions = {}): Promise
   };
 }
 
-async function startAlertReceiver(alerts: any[]): Promise<Server> {
+/** A loopback webhook receiver: each POSTed body, parsed, is pushed onto `alerts` (answered 200). */
+export async function startAlertReceiver(alerts: any[]): Promise<Server> {
   const receiver = createServer((req, res) => {
     let body = '';
     req.on('data', (chunk: Buffer) => (body += chunk.toString()));

@@ -22,6 +22,11 @@ describe('the CLI', () => {
       'audit export',
       'task show',
       'record verify',
+      'approvals ls',
+      'approvals show',
+      'approvals approve',
+      'approvals deny',
+      'approvals wait',
     ])
       expect(names).toContain(name);
   });
@@ -38,7 +43,9 @@ describe('the CLI', () => {
   // Admin and verification commands: tables for people, --json for scripts (audit export writes JSONL).
   const scriptable = commands.filter(
     ([name, command]) =>
-      command.commands.length === 0 && /^(lease|audit|task|record) /.test(name) && name !== 'audit export',
+      command.commands.length === 0 &&
+      /^(lease|audit|task|record|approvals) /.test(name) &&
+      name !== 'audit export',
   );
   it.each(scriptable)('%s: offers --json for scripts', (_name, command) => {
     expect(command.options.map((option) => option.long)).toContain('--json');

@@ -358,6 +358,20 @@ describe('parseConfig refuses an invalid configuration, naming the field', () =>
       /alerts\.irrevocableWebhook: https:\/\/ \(http:\/\/ only to loopback\), without user or password/,
     ],
     [
+      'an approvals webhook in plain http beyond loopback',
+      (c) => {
+        c.approvals = { webhook: 'http://hooks.example.com/approvals' };
+      },
+      /approvals\.webhook: https:\/\/ \(http:\/\/ only to loopback\), without user or password/,
+    ],
+    [
+      'an approvals webhook with a password in it',
+      (c) => {
+        c.approvals = { webhook: 'https://bot:secret@hooks.example.com/approvals' };
+      },
+      /approvals\.webhook: https:\/\/ \(http:\/\/ only to loopback\), without user or password/,
+    ],
+    [
       'a vault grant without a mode',
       (c) => {
         c.grants.deploy = { provider: 'vault', policies: ['deploy'], maxTtlSeconds: 900 };

@@ -6,8 +6,10 @@ import path from 'node:path';
 import { decodeJwt } from 'jose';
 import { readVariable, type Env } from '../../config/env';
 import { createApiClient } from '../api-client';
-import { jobTokenSource } from '../job-token';
-import { exchange } from '../token-exchange-client';
+import { currentJobToken, jobTokenSource, type JobTokenSource } from '../job-token';
+import { wholeSeconds } from '../output';
+import { awaitStepUp, DEFAULT_APPROVAL_TIMEOUT_SECONDS, type PendingStepUp } from '../step-up-wait';
+import { exchangeWithStepUp } from '../token-exchange-client';
 
 interface IssuedCredential {
   leaseId: string;
@@ -70,6 +72,7 @@ interface Options {
   tokenEnv?: string;
   audience: string;
   job?: string;
+  approvalTimeout: number;
 }
 
 /** The claims that name a job, read (unverified: the broker verifies) to key the cache per job. */
@@ -106,25 +109,48 @@ function toProcessCredential(credential: Record<string, unknown>, expiresAt: str
   };
 }
 
-/** In a declared task (TASKLEASE_TOKEN + the task): POST /v1/tasks/{id}/credentials. */
+/** A 202 from POST /v1/tasks/{id}/credentials: a step-up request, not a credential. */
+const isPending = (answer: IssuedCredential | PendingStepUp): answer is PendingStepUp =>
+  !('leaseId' in answer) && 'approvalId' in answer;
+
+/**
+ * In a declared task (TASKLEASE_TOKEN + the task): POST /v1/tasks/{id}/credentials. A grant that needs a
+ * step-up approval answers 202: wait for it with the same token, then ask again with its `approvalId`.
+ */
 async function fromTask(e: Env, taskId: string, options: Options, ttlSeconds: number | undefined) {
   const call = createApiClient(e.TASKLEASE_ADDR, e.TASKLEASE_TOKEN);
-  const issued = await call<IssuedCredential>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/credentials`, {
-    grant: options.grant,
-    ttlSeconds,
-    reason: options.reason,
-  });
+  const path = `/v1/tasks/${encodeURIComponent(taskId)}/credentials`;
+  const body = { grant: options.grant, ttlSeconds, reason: options.reason };
+  let issued = await call<IssuedCredential | PendingStepUp>('POST', path, body);
+  if (isPending(issued)) {
+    await awaitStepUp(
+      { ...issued, grant: options.grant },
+      {
+        addr: e.TASKLEASE_ADDR,
+        token: async () => e.TASKLEASE_TOKEN ?? '',
+        timeoutSeconds: options.approvalTimeout,
+      },
+    );
+    issued = await call<IssuedCredential | PendingStepUp>('POST', path, {
+      ...body,
+      approvalId: issued.approvalId,
+    });
+    if (isPending(issued))
+      throw new Error(`grant ${options.grant}: approval ${issued.approvalId} not usable`);
+  }
   if (issued.provider !== 'aws-sts' || !issued.credential.accessKeyId)
     throw new Error(`grant ${options.grant} is a ${issued.provider} grant, not aws-sts`);
   return toProcessCredential(issued.credential, issued.expiresAt);
 }
 
 /** In a CI job (its OIDC token, as `tasklease exec` finds it): RFC 8693 exchange into the job's task. */
-async function fromJob(e: Env, token: string, options: Options) {
-  const issued = await exchange(e.TASKLEASE_ADDR, token, options.grant, {
-    job: options.job ?? e.GITHUB_JOB,
-    ttl: options.ttl,
-  });
+async function fromJob(e: Env, token: () => Promise<string>, options: Options) {
+  const issued = await exchangeWithStepUp(
+    e.TASKLEASE_ADDR,
+    options.grant,
+    { job: options.job ?? e.GITHUB_JOB, ttl: options.ttl },
+    { addr: e.TASKLEASE_ADDR, token, timeoutSeconds: options.approvalTimeout },
+  );
   if (!issued.issued_token_type.endsWith(':aws-credentials') || !issued.credential)
     throw new Error(`grant ${options.grant} does not issue AWS credentials (${issued.issued_token_type})`);
   return toProcessCredential(issued.credential, issued.expires_at);
@@ -148,6 +174,13 @@ export function registerCredentialProcessCommand(program: Command, env: () => En
     .option('--audience <aud>', 'the audience to ask GitHub Actions for', 'tasklease')
     .option('--job <name>', 'this job’s name (default: $GITHUB_JOB)')
     .option(
+      '--approval-timeout <seconds>',
+      'how long to wait for a step-up approval before giving up, exit 7 (default ' +
+        `${DEFAULT_APPROVAL_TIMEOUT_SECONDS}; some AWS SDKs stop credential_process sooner: see docs/token-exchange.md)`,
+      wholeSeconds,
+      DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    )
+    .option(
       '--no-cache',
       'always take a new lease (by default a session is reused until a minute before its end)',
     )
@@ -158,7 +191,8 @@ export function registerCredentialProcessCommand(program: Command, env: () => En
       if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0))
         throw new Error('--ttl must be a whole number of seconds');
       // A declared task when one is named; otherwise the CI job's own token, exchanged.
-      const jobToken = taskId ? null : await jobTokenSource(options, e, readVariable).read();
+      const source = taskId ? null : jobTokenSource(options, e, readVariable);
+      const jobToken = source ? await source.read() : null;
       const who = taskId
         ? ['task', taskId]
         : ['job', ...jobOfToken(jobToken as string), options.job ?? e.GITHUB_JOB ?? null];
@@ -170,7 +204,7 @@ export function registerCredentialProcessCommand(program: Command, env: () => En
       }
       const printed = taskId
         ? await fromTask(e, taskId, options, ttlSeconds)
-        : await fromJob(e, jobToken as string, options);
+        : await fromJob(e, currentJobToken(jobToken as string, source as JobTokenSource), options);
       if (options.cache) writeCached(file, printed);
       process.stdout.write(`${JSON.stringify(printed)}\n`);
     });

@@ -3,9 +3,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
 import { inheritedEnvironment, readVariable, type Env } from '../../config/env';
-import { decodeJwt } from 'jose';
-import { jobTokenSource, type JobTokenSource } from '../job-token';
-import { exchange, type Exchanged } from '../token-exchange-client';
+import { wholeSeconds } from '../output';
+import { currentJobToken, jobTokenSource, type JobTokenSource } from '../job-token';
+import { DEFAULT_APPROVAL_TIMEOUT_SECONDS } from '../step-up-wait';
+import { exchangeWithStepUp, type Exchanged } from '../token-exchange-client';
 
 const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
@@ -49,25 +50,13 @@ const exitStatus = (code: number | null, signal: NodeJS.Signals | null) =>
 const COMPLETE_ATTEMPTS = 3;
 const COMPLETE_TIMEOUT_MS = 10_000;
 
-/** True while a JWT's `exp` is more than a few seconds away (decoded only: the broker verifies it). */
-function stillValid(token: string): boolean {
-  try {
-    const { exp } = decodeJwt(token);
-    return typeof exp === 'number' && exp * 1000 > Date.now() + 5_000;
-  } catch {
-    return false;
-  }
-}
-
 /**
- * Completes the task, which revokes every credential it holds. The token exchanged first is tried while it
- * is valid (for SPIFFE and OIDC issuers the token itself is the job: a new one would not reach the task),
- * then a fresh one from the source (the first may have expired during a long command). A few attempts,
- * each bounded, so a broker outage cannot hang the job.
+ * Completes the task, which revokes every credential it holds, with the job's current token (see
+ * currentJobToken). A few attempts, each bounded, so a broker outage cannot hang the job.
  */
 async function completeTask(
   addr: string,
-  tokens: { first: string; source: JobTokenSource },
+  tokens: { current: () => Promise<string>; source: JobTokenSource },
   taskId: string,
   result: { status: number; signal: string | null },
 ): Promise<void> {
@@ -79,10 +68,11 @@ async function completeTask(
   let lastError: unknown;
   for (let attempt = 0; attempt < COMPLETE_ATTEMPTS; attempt++) {
     try {
-      const token = attempt === 0 && stillValid(tokens.first) ? tokens.first : await tokens.source.read();
+      // A retry reads a fresh token: the first failure may have been the token's expiry.
+      const bearer = attempt === 0 ? await tokens.current() : await tokens.source.read();
       const response = await fetch(new URL(`/v1/tasks/${taskId}/complete`, addr), {
         method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
         body: JSON.stringify({ outcome, summary }),
         signal: AbortSignal.timeout(COMPLETE_TIMEOUT_MS),
       });
@@ -107,14 +97,18 @@ async function completeTask(
 function signalGuard() {
   let child: ChildProcess | null = null;
   let received: NodeJS.Signals | null = null;
+  const stop = new AbortController();
   const handler = (signal: NodeJS.Signals) => {
     received ??= signal;
+    stop.abort(new Error(`${signal} received; not running the command`));
     // A terminal's Ctrl-C reaches the whole process group, the command included: do not send it twice.
     if (child && child.exitCode === null && !(signal === 'SIGINT' && process.stdin.isTTY)) child.kill(signal);
   };
   for (const signal of FORWARDED_SIGNALS) process.on(signal, handler);
   return {
     received: () => received,
+    /** Aborted by the first signal: ends a wait for an approval at once. */
+    stopped: stop.signal,
     attach: (running: ChildProcess | null) => {
       child = running;
     },
@@ -170,6 +164,13 @@ export function registerExecCommand(program: Command, env: () => Env) {
     .option('--audience <aud>', 'the audience to ask GitHub Actions for', 'tasklease')
     .option('--job <name>', 'this job’s name, recorded on the task (default: $GITHUB_JOB)')
     .option('--ttl <seconds>', 'a shorter credential life than the grant’s maximum')
+    .option(
+      '--approval-timeout <seconds>',
+      `how long to wait for a step-up approval (grants with approval: required) before giving up, exit 7 ` +
+        `(default ${DEFAULT_APPROVAL_TIMEOUT_SECONDS}, the broker's default approvals.pendingTtlSeconds)`,
+      wholeSeconds,
+      DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    )
     .argument('<command...>', 'the command and its arguments, after --')
     .action(async (command: string[], options) => {
       const grants = options.grant as string[];
@@ -184,7 +185,7 @@ export function registerExecCommand(program: Command, env: () => Env) {
           source,
           grants,
           command,
-          { job, ttl: options.ttl },
+          { job, ttl: options.ttl, approvalTimeoutSeconds: options.approvalTimeout },
           guard,
         );
       } finally {
@@ -193,40 +194,38 @@ export function registerExecCommand(program: Command, env: () => Env) {
     });
 }
 
+interface ExecOptions {
+  job: string;
+  ttl?: string;
+  approvalTimeoutSeconds: number;
+}
+
+type Tokens = { current: () => Promise<string>; source: JobTokenSource };
+
 async function execute(
   addr: string,
   source: JobTokenSource,
   grants: string[],
   command: string[],
-  options: { job: string; ttl?: string },
+  options: ExecOptions,
   guard: ReturnType<typeof signalGuard>,
 ): Promise<number> {
-  const first = await source.read();
-  const tokens = { first, source };
-  const childEnv: Record<string, string> = {};
-  let taskId: string | undefined;
+  const tokens: Tokens = { current: currentJobToken(await source.read(), source), source };
+  const task: { id?: string } = {};
   const warn = (what: string, error: unknown) =>
     process.stderr.write(
-      `tasklease: ${what} task ${taskId} failed (${(error as Error).message}); its credentials stay valid until ` +
-        `they expire unless an operator revokes them: tasklease lease revoke --task ${taskId}\n`,
+      `tasklease: ${what} task ${task.id} failed (${(error as Error).message}); its credentials stay valid until ` +
+        `they expire unless an operator revokes them: tasklease lease revoke --task ${task.id}\n`,
     );
+  let childEnv: Record<string, string>;
   try {
-    for (const grant of grants) {
-      if (guard.received()) throw new Error(`${guard.received()} received; not running the command`);
-      const issued = await exchange(addr, first, grant, options);
-      taskId = issued.task_id;
-      const variables = credentialEnvironment(grant, issued);
-      const clash = Object.keys(variables).find((name) => name in childEnv);
-      if (clash)
-        throw new Error(`grants ${grant} and an earlier one both set ${clash}: use one of them per exec`);
-      Object.assign(childEnv, variables);
-    }
-    if (guard.received()) throw new Error(`${guard.received()} received; not running the command`);
+    childEnv = await exchangeAll(addr, grants, options, tokens, guard, task);
   } catch (error) {
-    // Whatever was issued before the failure dies now: nothing runs with half its credentials.
-    if (taskId) {
-      process.stderr.write(`tasklease: not running the command; revoking what task ${taskId} already got\n`);
-      await completeTask(addr, tokens, taskId, { status: 1, signal: null }).catch((failure) =>
+    // Whatever was issued before the failure dies now: nothing runs with half its credentials. A task that
+    // only waited for an approval is completed too, so nothing stays open for it.
+    if (task.id) {
+      process.stderr.write(`tasklease: not running the command; revoking what task ${task.id} already got\n`);
+      await completeTask(addr, tokens, task.id, { status: 1, signal: null }).catch((failure) =>
         warn('completing', failure),
       );
     }
@@ -237,8 +236,42 @@ async function execute(
     }
     throw error;
   }
-  const env = { ...inheritedEnvironment(), ...childEnv, TASKLEASE_TASK: taskId as string };
+  const env = { ...inheritedEnvironment(), ...childEnv, TASKLEASE_TASK: task.id as string };
   const result = await run(command, env, guard);
-  await completeTask(addr, tokens, taskId as string, result).catch((failure) => warn('completing', failure));
+  await completeTask(addr, tokens, task.id as string, result).catch((failure) => warn('completing', failure));
   return result.status;
+}
+
+/**
+ * Each grant's credential as the command's environment, in order, waiting for a step-up approval where a
+ * grant needs one (a signal ends the wait). `task.id` is set as soon as the broker names the job's task.
+ */
+async function exchangeAll(
+  addr: string,
+  grants: string[],
+  options: ExecOptions,
+  tokens: Tokens,
+  guard: ReturnType<typeof signalGuard>,
+  task: { id?: string },
+): Promise<Record<string, string>> {
+  const childEnv: Record<string, string> = {};
+  const waiting = {
+    addr,
+    token: tokens.current,
+    timeoutSeconds: options.approvalTimeoutSeconds,
+    signal: guard.stopped,
+    onPending: (pending: { taskId?: string }) => (task.id ??= pending.taskId),
+  };
+  for (const grant of grants) {
+    if (guard.received()) throw new Error(`${guard.received()} received; not running the command`);
+    const issued = await exchangeWithStepUp(addr, grant, { job: options.job, ttl: options.ttl }, waiting);
+    task.id = issued.task_id;
+    const variables = credentialEnvironment(grant, issued);
+    const clash = Object.keys(variables).find((name) => name in childEnv);
+    if (clash)
+      throw new Error(`grants ${grant} and an earlier one both set ${clash}: use one of them per exec`);
+    Object.assign(childEnv, variables);
+  }
+  if (guard.received()) throw new Error(`${guard.received()} received; not running the command`);
+  return childEnv;
 }

@@ -1,8 +1,8 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import type { Env } from '../../config/env';
 import { createApiClient, type ApiCall } from '../api-client';
 import { EXIT } from '../exit-codes';
-import { printJson, printTable } from '../output';
+import { printJson, printTable, wholeSeconds } from '../output';
 import { createProgressLine } from '../progress-line';
 import {
   describeOutcome,
@@ -40,7 +40,7 @@ export function registerRevokeCommand(lease: Command, env: () => Env) {
     .option(
       '--timeout <seconds>',
       `with --wait: give up after this long (default ${DEFAULT_WAIT_SECONDS}), exit ${EXIT.timedOut}`,
-      seconds,
+      wholeSeconds,
     )
     .option('--json', 'print JSON')
     .action(async (leaseId: string | undefined, options: RevokeOptions, command: Command) => {
@@ -83,13 +83,6 @@ interface BulkAnswer {
   byGrant: Record<string, number>;
   byProvider: Record<string, number>;
   revocationId?: string;
-}
-
-function seconds(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1)
-    throw new InvalidArgumentError('a whole number of seconds, 1 or more');
-  return parsed;
 }
 
 async function revokeOne(call: ApiCall, leaseId: string, options: RevokeOptions) {
