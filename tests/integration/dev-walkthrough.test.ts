@@ -31,7 +31,7 @@ describe('tasklease dev: the five-minute walkthrough', () => {
   }, 30_000);
   afterAll(() => dev?.stop());
 
-  it('mints tokens, allows and denies by policy, expires, completes with a signed record — and logs no secret', async () => {
+  it('mints tokens, allows and denies by policy, expires, waits for an approval, completes with a signed record — and logs no secret', async () => {
     const agent = devToken('my-agent');
     const admin = devToken('oncall@example.com');
     const task = await call('POST', '/v1/tasks', agent, {
@@ -51,11 +51,26 @@ describe('tasklease dev: the five-minute walkthrough', () => {
       return view.body.leases[0]?.state === 'expired';
     }, 5_000);
 
+    // Step 5: the publish grant waits for the on-call admin's approval, given with the CLI.
+    const asked = await call('POST', route, agent, { grant: 'artifacts-publish', reason: 'nightly report' });
+    expect(asked).toMatchObject({ status: 202, body: { status: 'pending' } });
+    const approved = execFileSync(
+      process.execPath,
+      [BIN, 'approvals', 'approve', asked.body.approvalId, '--reason', 'nightly publish is expected'],
+      { cwd, encoding: 'utf8', env: { ...process.env, TASKLEASE_ADDR: base, TASKLEASE_TOKEN: admin } },
+    );
+    expect(approved).toContain('approved');
+    const published = await call('POST', route, agent, {
+      grant: 'artifacts-publish',
+      approvalId: asked.body.approvalId,
+    });
+    expect(published.status).toBe(201);
+
     const second = await call('POST', route, agent, { grant: 'artifacts-read' });
     const done = await call('POST', `/v1/tasks/${task.body.taskId}/complete`, agent, {
       outcome: 'succeeded',
     });
-    expect(done.body.revokedLeases).toEqual([second.body.leaseId]);
+    expect([...done.body.revokedLeases].sort()).toEqual([published.body.leaseId, second.body.leaseId].sort());
     expect(done.body.record.split('.')).toHaveLength(3);
 
     const listing = execFileSync(process.execPath, [BIN, 'lease', 'ls', '--task', task.body.taskId], {
@@ -78,7 +93,8 @@ describe('tasklease dev: the five-minute walkthrough', () => {
 
     const logs = dev.output();
     expect(logs).toMatch(/policy denied/);
-    for (const secret of [agent, admin, shortLived.body.credential.token, second.body.credential.token]) {
+    const credentials = [shortLived, published, second].map((issued) => issued.body.credential.token);
+    for (const secret of [agent, admin, ...credentials]) {
       expect(logs).not.toContain(secret);
       expect(logs).not.toContain(secret.split('.')[2]);
     }
