@@ -9,6 +9,8 @@ import { collectPairs, printJson } from './output';
 import { registerAdminCommands } from './commands/admin';
 import { registerAuditCommands } from './commands/audit';
 import { registerCredentialProcessCommand } from './commands/credential-process';
+import { registerEnrolmentCommands } from './commands/enrolments';
+import { registerEntitlementCommands } from './commands/entitlements';
 import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
@@ -29,6 +31,8 @@ export function buildProgram(): Command {
   registerLeaseCommands(program, getEnv);
   registerAuditCommands(program, getEnv);
   registerTaskCommands(program, getEnv);
+  registerEnrolmentCommands(program, getEnv);
+  registerEntitlementCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);
