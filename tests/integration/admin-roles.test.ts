@@ -3,6 +3,7 @@ import type { StoredAuditEvent } from '../../src/audit/audit-log';
 import { isAdminGate } from '../../src/http/admin-gate';
 import { isUnder, listRoutes } from '../../src/http/route-table';
 import { ADMIN_PATHS } from '../../src/http/routes/admin';
+import { ENTITLEMENT_PATHS } from '../../src/http/routes/entitlements';
 import { generateBreakGlassToken } from '../../src/identity/break-glass';
 import type { AdminPermission } from '../../src/policy/admin-roles';
 import { startTestBroker, type TestBroker } from '../support/broker';
@@ -143,6 +144,92 @@ const ADMIN_ROUTES: Record<string, AdminRouteRow> = {
   },
 };
 
+/** A well-formed record id that names no enrolment or entitlement. */
+const NO_RECORD = 'f'.repeat(32);
+const recordProposal = (caller: Caller) => ({
+  issuer: 'agents',
+  subjectPattern: `roles:${caller}:*`,
+  owner: 'team-roles',
+  purpose: 'roles table',
+  validDays: 7,
+});
+
+/** Enrolments and entitlements (identity tokens only: a break-glass caller is refused before the gate). */
+const ENTITLEMENT_ROUTES: Record<string, AdminRouteRow> = {
+  'POST /v1/enrolments': {
+    permission: 'approve',
+    request: (_f, caller) => ({ path: '/v1/enrolments', body: recordProposal(caller) }),
+    allowedStatus: 201,
+    input: (_f, caller) => ({
+      'body.issuer': 'agents',
+      'body.subjectPattern': `roles:${caller}:*`,
+      'body.owner': 'team-roles',
+      'body.validDays': 7,
+    }),
+  },
+  'GET /v1/enrolments': {
+    permission: 'view',
+    request: () => ({ path: '/v1/enrolments?owner=team-roles' }),
+    allowedStatus: 200,
+    input: () => ({ 'query.owner': 'team-roles' }),
+  },
+  'GET /v1/enrolments/:enrolmentId': {
+    permission: 'view',
+    request: () => ({ path: `/v1/enrolments/${NO_RECORD}` }),
+    allowedStatus: 404,
+    input: () => ({ 'params.enrolmentId': NO_RECORD }),
+  },
+  'POST /v1/enrolments/:enrolmentId/revoke': {
+    permission: 'revoke',
+    request: () => ({ path: `/v1/enrolments/${NO_RECORD}/revoke`, body: { reason: 'roles table' } }),
+    allowedStatus: 404,
+    input: () => ({ 'params.enrolmentId': NO_RECORD, 'body.reason': 'roles table' }),
+  },
+  'POST /v1/entitlements': {
+    permission: 'approve',
+    request: () => ({
+      path: '/v1/entitlements',
+      body: { enrolmentId: NO_RECORD, grant: 'artifacts-read', owner: 'team-roles', purpose: 'roles table' },
+    }),
+    // The route runs, and answers for its own reason: no enrolment has that id.
+    allowedStatus: 404,
+    input: () => ({ 'body.enrolmentId': NO_RECORD, 'body.grant': 'artifacts-read' }),
+  },
+  'GET /v1/entitlements': {
+    permission: 'view',
+    request: () => ({ path: '/v1/entitlements?due=true&owner=team-roles' }),
+    allowedStatus: 200,
+    input: () => ({ 'query.due': 'true', 'query.owner': 'team-roles' }),
+  },
+  'GET /v1/entitlements/:entitlementId': {
+    permission: 'view',
+    request: () => ({ path: `/v1/entitlements/${NO_RECORD}` }),
+    allowedStatus: 404,
+    input: () => ({ 'params.entitlementId': NO_RECORD }),
+  },
+  'POST /v1/entitlements/:entitlementId/revoke': {
+    permission: 'revoke',
+    request: () => ({ path: `/v1/entitlements/${NO_RECORD}/revoke`, body: { reason: 'roles table' } }),
+    allowedStatus: 404,
+    input: () => ({ 'params.entitlementId': NO_RECORD, 'body.reason': 'roles table' }),
+  },
+  'POST /v1/entitlements/:entitlementId/recertify': {
+    permission: 'approve',
+    request: () => ({
+      path: `/v1/entitlements/${NO_RECORD}/recertify`,
+      body: { reason: 'roles table', validDays: 30 },
+    }),
+    allowedStatus: 404,
+    input: () => ({ 'params.entitlementId': NO_RECORD, 'body.reason': 'roles table', 'body.validDays': 30 }),
+  },
+};
+Object.assign(ADMIN_ROUTES, ENTITLEMENT_ROUTES);
+
+/** Admin routes a break-glass token is refused on (401, before the gate): named people's decisions. */
+const IDENTITY_ONLY_PATHS: readonly string[] = [...ENTITLEMENT_PATHS];
+const identityOnly = (route: string) =>
+  IDENTITY_ONLY_PATHS.some((prefix) => isUnder(route.split(' ')[1] as string, prefix));
+
 /** Every other route, and who calls it. A new route of any kind must be listed here or above. */
 const OTHER_ROUTES: Record<string, string> = {
   'POST /v1/tasks': 'workload',
@@ -210,12 +297,11 @@ describe('admin routes: every route is in the roles table', () => {
     );
     // Admin routes live under the admin paths, where break-glass tokens are accepted; nothing else does.
     for (const route of routes) {
-      expect({ route: key(route), admin: ADMIN_PATHS.some((prefix) => isUnder(route.path, prefix)) }).toEqual(
-        {
-          route: key(route),
-          admin: gated.includes(route),
-        },
-      );
+      const gatedPaths = [...ADMIN_PATHS, ...IDENTITY_ONLY_PATHS];
+      expect({ route: key(route), admin: gatedPaths.some((prefix) => isUnder(route.path, prefix)) }).toEqual({
+        route: key(route),
+        admin: gated.includes(route),
+      });
     }
   });
 });
@@ -247,6 +333,11 @@ describe('admin routes: roles enforced and audited on every call', () => {
 
       const response = await fleet.broker.call(method, path, fleet.tokens[caller], body);
 
+      if (caller.startsWith('break-glass') && identityOnly(route)) {
+        expect(response.status).toBe(401);
+        expect(await adminCalls(WHO[caller])).toHaveLength(before.length);
+        return;
+      }
       if (allowed) {
         expect(response.status).toBe(row.allowedStatus);
       } else {
