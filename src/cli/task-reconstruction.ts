@@ -39,6 +39,20 @@ export interface LeaseStory {
   /** Where it ended: revoked, expired, force-closed, irrevocable, or still live as far as the log says. */
   state: string;
   revocation?: string;
+  /** The approver of the step-up approval it was issued with (`issuer/subject`). */
+  approvedBy?: string;
+}
+
+/** A step-up request of the task, as its audit events tell it. */
+export interface ApprovalStory {
+  approvalId: string;
+  grant?: string;
+  requestedAt: string;
+  /** requested (nothing after it in the log), approved, denied, expired, or used (a lease was issued with it). */
+  status: string;
+  decidedBy?: string;
+  reason?: string;
+  lease?: string;
 }
 
 export interface TaskReconstruction {
@@ -54,6 +68,7 @@ export interface TaskReconstruction {
     outcome?: string;
   };
   leases: LeaseStory[];
+  approvals: ApprovalStory[];
   denials: { at: string; grant?: string; reason?: string }[];
   timeline: {
     at: string;
@@ -77,10 +92,42 @@ function leaseEnding(story: LeaseStory, event: AuditEvent) {
   else if (event.type === 'lease.revoke_requested' && story.state === 'active') story.state = 'revoking';
 }
 
+/** Follows a step-up request through its events (refusals leave it as it was: nothing changed). */
+function approvalStep(approvals: Map<string, ApprovalStory>, event: AuditEvent) {
+  const approvalId = String(event.detail?.approvalId ?? '');
+  if (event.type === 'approval.requested') {
+    approvals.set(approvalId, {
+      approvalId,
+      grant: event.grant,
+      requestedAt: iso(event.atMs),
+      status: 'requested',
+    });
+    return;
+  }
+  const story = approvals.get(approvalId);
+  if (!story) return;
+  if (event.type === 'approval.approved' || event.type === 'approval.denied') {
+    story.status = event.type === 'approval.approved' ? 'approved' : 'denied';
+    story.decidedBy = event.actor;
+    story.reason = event.reason;
+  } else if (event.type === 'approval.expired') story.status = 'expired';
+  else if (event.type === 'credential.issued') {
+    story.status = 'used';
+    story.lease = event.lease;
+  }
+}
+
 /** What the audit events of one task say happened in it, oldest first. */
 export function reconstructTask(taskId: string, entries: readonly RawAuditEntry[]): TaskReconstruction {
-  const out: TaskReconstruction = { task: { id: taskId, job: {} }, leases: [], denials: [], timeline: [] };
+  const out: TaskReconstruction = {
+    task: { id: taskId, job: {} },
+    leases: [],
+    approvals: [],
+    denials: [],
+    timeline: [],
+  };
   const leases = new Map<string, LeaseStory>();
+  const approvals = new Map<string, ApprovalStory>();
   for (const entry of entries) {
     const event = JSON.parse(entry.json) as AuditEvent;
     const detail = event.detail ?? {};
@@ -93,6 +140,7 @@ export function reconstructTask(taskId: string, entries: readonly RawAuditEntry[
       actor: event.actor,
       reason: event.reason,
     });
+    if (event.type.startsWith('approval.') || detail.approvalId) approvalStep(approvals, event);
     if (event.type === 'task.declared') {
       out.task = {
         ...out.task,
@@ -121,12 +169,14 @@ export function reconstructTask(taskId: string, entries: readonly RawAuditEntry[
         expiresAt: detail.ttlSeconds ? iso(event.atMs + Number(detail.ttlSeconds) * 1000) : undefined,
         credentialSha256: event.credentialSha256,
         state: 'active',
+        approvedBy: detail.approvedBy === undefined ? undefined : String(detail.approvedBy),
       });
     } else if (event.lease && leases.has(event.lease)) {
       leaseEnding(leases.get(event.lease) as LeaseStory, event);
     }
   }
   out.leases = [...leases.values()];
+  out.approvals = [...approvals.values()];
   return out;
 }
 

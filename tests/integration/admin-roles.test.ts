@@ -3,10 +3,11 @@ import type { StoredAuditEvent } from '../../src/audit/audit-log';
 import { isAdminGate } from '../../src/http/admin-gate';
 import { isUnder, listRoutes } from '../../src/http/route-table';
 import { ADMIN_PATHS } from '../../src/http/routes/admin';
+import { APPROVAL_PATHS } from '../../src/http/routes/approvals';
 import { ENTITLEMENT_PATHS } from '../../src/http/routes/entitlements';
 import { generateBreakGlassToken } from '../../src/identity/break-glass';
 import type { AdminPermission } from '../../src/policy/admin-roles';
-import { startTestBroker, type TestBroker } from '../support/broker';
+import { DEFAULT_POLICIES, startTestBroker, type TestBroker } from '../support/broker';
 
 const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 const sorted = (values: string[]) => [...values].sort();
@@ -54,6 +55,8 @@ interface Fleet {
   /** One task with one lease per caller, so each revocation has its own target. */
   taskOf: Record<Caller, string>;
   leaseOf: Record<Caller, string>;
+  /** Two pending step-up requests per caller (another workload's), one to approve and one to deny. */
+  approvalOf: Record<Caller, { approve: string; deny: string }>;
 }
 
 /** A well-formed revocation id that names no revocation. */
@@ -66,6 +69,8 @@ interface AdminRouteRow {
   allowedStatus: number;
   /** The caller's input the audit event must record. */
   input(fleet: Fleet, caller: Caller): Record<string, unknown>;
+  /** Identity tokens only: a break-glass token is refused (401) before any gate, and nothing is audited. */
+  identityOnly?: true;
 }
 
 /**
@@ -142,6 +147,43 @@ const ADMIN_ROUTES: Record<string, AdminRouteRow> = {
     allowedStatus: 200,
     input: () => ({ 'query.limit': '5' }),
   },
+  'GET /v1/approvals': {
+    permission: 'view',
+    request: () => ({ path: '/v1/approvals?status=all&limit=5' }),
+    allowedStatus: 200,
+    input: () => ({ 'query.status': 'all', 'query.limit': '5' }),
+    identityOnly: true,
+  },
+  'GET /v1/approvals/:approvalId': {
+    permission: 'view',
+    request: (f, caller) => ({ path: `/v1/approvals/${f.approvalOf[caller].approve}` }),
+    allowedStatus: 200,
+    input: (f, caller) => ({ 'params.approvalId': f.approvalOf[caller].approve }),
+    identityOnly: true,
+  },
+  'POST /v1/approvals/:approvalId/approve': {
+    permission: 'approve',
+    request: (f, caller) => ({
+      path: `/v1/approvals/${f.approvalOf[caller].approve}/approve`,
+      body: { reason: 'roles table' },
+    }),
+    allowedStatus: 200,
+    input: (f, caller) => ({
+      'params.approvalId': f.approvalOf[caller].approve,
+      'body.reason': 'roles table',
+    }),
+    identityOnly: true,
+  },
+  'POST /v1/approvals/:approvalId/deny': {
+    permission: 'approve',
+    request: (f, caller) => ({
+      path: `/v1/approvals/${f.approvalOf[caller].deny}/deny`,
+      body: { reason: 'roles table' },
+    }),
+    allowedStatus: 200,
+    input: (f, caller) => ({ 'params.approvalId': f.approvalOf[caller].deny, 'body.reason': 'roles table' }),
+    identityOnly: true,
+  },
 };
 
 /** A well-formed record id that names no enrolment or entitlement. */
@@ -155,7 +197,7 @@ const recordProposal = (caller: Caller) => ({
 });
 
 /** Enrolments and entitlements (identity tokens only: a break-glass caller is refused before the gate). */
-const ENTITLEMENT_ROUTES: Record<string, AdminRouteRow> = {
+const ENTITLEMENT_ROUTES: Record<string, Omit<AdminRouteRow, 'identityOnly'>> = {
   'POST /v1/enrolments': {
     permission: 'approve',
     request: (_f, caller) => ({ path: '/v1/enrolments', body: recordProposal(caller) }),
@@ -223,12 +265,8 @@ const ENTITLEMENT_ROUTES: Record<string, AdminRouteRow> = {
     input: () => ({ 'params.entitlementId': NO_RECORD, 'body.reason': 'roles table', 'body.validDays': 30 }),
   },
 };
-Object.assign(ADMIN_ROUTES, ENTITLEMENT_ROUTES);
-
-/** Admin routes a break-glass token is refused on (401, before the gate): named people's decisions. */
-const IDENTITY_ONLY_PATHS: readonly string[] = [...ENTITLEMENT_PATHS];
-const identityOnly = (route: string) =>
-  IDENTITY_ONLY_PATHS.some((prefix) => isUnder(route.split(' ')[1] as string, prefix));
+for (const [route, row] of Object.entries(ENTITLEMENT_ROUTES))
+  ADMIN_ROUTES[route] = { ...row, identityOnly: true };
 
 /** Every other route, and who calls it. A new route of any kind must be listed here or above. */
 const OTHER_ROUTES: Record<string, string> = {
@@ -247,6 +285,17 @@ const OTHER_ROUTES: Record<string, string> = {
 
 async function startFleet(): Promise<Fleet> {
   const broker = await startTestBroker({
+    policies: `${DEFAULT_POLICIES}
+permit(principal, action == Action::"issue", resource == Grant::"deploy");`,
+    grants: {
+      'artifacts-read': {
+        provider: 'jwt',
+        audience: 'https://artifacts.test',
+        scopes: ['artifacts:read'],
+        maxTtlSeconds: 600,
+      },
+      deploy: { provider: 'jwt', audience: 'https://deploy.test', maxTtlSeconds: 600, approval: 'required' },
+    },
     breakGlass: [
       { name: 'emergency', tokenSha256: emergency.tokenSha256 },
       { name: 'viewer-card', tokenSha256: viewerCard.tokenSha256, roles: ['viewer'] },
@@ -265,6 +314,17 @@ async function startFleet(): Promise<Fleet> {
   };
   const taskOf = {} as Record<Caller, string>;
   const leaseOf = {} as Record<Caller, string>;
+  const approvalOf = {} as Record<Caller, { approve: string; deny: string }>;
+  // Another workload's requests: `workload` (alpha) is not their requester, so it reads them as anyone would.
+  const requester = await broker.agents.sign({ sub: 'beta' });
+  const stepUp = async (taskId: string, ttlSeconds: number) => {
+    const asked = await broker.call('POST', `/v1/tasks/${taskId}/credentials`, requester, {
+      grant: 'deploy',
+      ttlSeconds,
+    });
+    expect(asked.status).toBe(202);
+    return asked.body.approvalId as string;
+  };
   for (const caller of CALLERS) {
     const task = await broker.call('POST', '/v1/tasks', workload, {
       purpose: `for ${caller}`,
@@ -276,8 +336,13 @@ async function startFleet(): Promise<Fleet> {
     expect(issued.status).toBe(201);
     taskOf[caller] = task.body.taskId;
     leaseOf[caller] = issued.body.leaseId;
+    const betaTask = await broker.call('POST', '/v1/tasks', requester, { purpose: caller, ticket: 'OPS-7' });
+    approvalOf[caller] = {
+      approve: await stepUp(betaTask.body.taskId, 100),
+      deny: await stepUp(betaTask.body.taskId, 200),
+    };
   }
-  return { broker, tokens, taskOf, leaseOf };
+  return { broker, tokens, taskOf, leaseOf, approvalOf };
 }
 
 describe('admin routes: every route is in the roles table', () => {
@@ -295,12 +360,18 @@ describe('admin routes: every route is in the roles table', () => {
     expect(sorted(routes.filter((route) => !gated.includes(route)).map(key))).toEqual(
       sorted(Object.keys(OTHER_ROUTES)),
     );
-    // Admin routes live under the admin paths, where break-glass tokens are accepted; nothing else does.
+    // Admin routes live under the admin paths (break-glass accepted) or the approval paths (identity tokens
+    // only); nothing else does.
     for (const route of routes) {
-      const gatedPaths = [...ADMIN_PATHS, ...IDENTITY_ONLY_PATHS];
-      expect({ route: key(route), admin: gatedPaths.some((prefix) => isUnder(route.path, prefix)) }).toEqual({
+      const under = (paths: readonly string[]) => paths.some((prefix) => isUnder(route.path, prefix));
+      const identityOnlyPaths = [...APPROVAL_PATHS, ...ENTITLEMENT_PATHS];
+      expect({ route: key(route), admin: under([...ADMIN_PATHS, ...identityOnlyPaths]) }).toEqual({
         route: key(route),
         admin: gated.includes(route),
+      });
+      expect({ route: key(route), identityOnly: under(identityOnlyPaths) }).toEqual({
+        route: key(route),
+        identityOnly: Boolean(ADMIN_ROUTES[key(route)]?.identityOnly),
       });
     }
   });
@@ -333,8 +404,8 @@ describe('admin routes: roles enforced and audited on every call', () => {
 
       const response = await fleet.broker.call(method, path, fleet.tokens[caller], body);
 
-      if (caller.startsWith('break-glass') && identityOnly(route)) {
-        expect(response.status).toBe(401);
+      if (row.identityOnly && caller.startsWith('break-glass')) {
+        expect(response).toMatchObject({ status: 401, body: { error: 'unauthenticated' } });
         expect(await adminCalls(WHO[caller])).toHaveLength(before.length);
         return;
       }

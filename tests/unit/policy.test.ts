@@ -9,6 +9,7 @@ import {
   readPolicies,
   type PolicyEngine,
 } from '../../src/policy/cedar-engine';
+import { decideIssue } from '../../src/policy/issue-decision';
 import { declareTaskRequest, issueRequest, type GrantFacts } from '../../src/policy/vocabulary';
 import { platformClaims, tempDir, type Platform } from '../support/fixtures';
 
@@ -78,7 +79,13 @@ interface Ask {
   task?: TaskFacts;
 }
 const ask = ({ identity, grant = 'artifacts-api', ttlSeconds = 600, task: facts }: Ask) =>
-  issueRequest(identity, task(identity, facts), GRANTS[grant] as GrantFacts, { ttlSeconds, approved: false }, NOW_MS);
+  issueRequest(
+    identity,
+    task(identity, facts),
+    GRANTS[grant] as GrantFacts,
+    { ttlSeconds, approved: false },
+    NOW_MS,
+  );
 
 /** A policies folder holding `files`; returns the folder. */
 function policyDir(files: Record<string, string>): string {
@@ -248,11 +255,7 @@ describe('resource attributes: provider, sensitivity, approval', () => {
     ['jwt, low', 'permitted by low-jwt-for-agents', 'artifacts-api'],
     ['jwt, high', 'no permit policy matched', 'prod-deploy'],
     ['aws-sts, low', 'no permit policy matched', 'reports-read'],
-    [
-      'vault, approval required (approved is always false today)',
-      'forbidden by step-up-required',
-      'db-export',
-    ],
+    ['vault, approval required, asked without an approval', 'forbidden by step-up-required', 'db-export'],
   ])('%s → %s', (_label, reason, grant) => {
     const decision = engine.evaluate(ask({ identity: kubernetes(), grant }));
     expect(decision.reason).toBe(reason);
@@ -582,5 +585,50 @@ describe('evaluation errors', () => {
     const decision = engine.evaluate(ask({ identity: kubernetes() }));
     expect(decision.allowed).toBe(false);
     expect(decision.reason).toMatch(/^no permit policy matched \(errors: needs-environment: /);
+  });
+});
+
+describe('step-up: allow, step-up or deny (context.approved)', () => {
+  const engine = engineWith({
+    'p.cedar': `
+permit(principal, action == Action::"issue", resource == Grant::"artifacts-api");
+permit(principal, action == Action::"issue", resource == Grant::"prod-deploy")
+when { context.approved || context.ttlSeconds <= 60 };
+forbid(principal, action == Action::"issue", resource == Grant::"prod-deploy") when { context.ttlSeconds > 900 };
+`,
+  });
+  const decide = (grant: string, ttlSeconds: number, approvalRequired: boolean, approvedPresented: boolean) =>
+    decideIssue(
+      engine,
+      (approved) =>
+        issueRequest(github(), task(github()), GRANTS[grant] as GrantFacts, { ttlSeconds, approved }, NOW_MS),
+      { approvalRequired, approvedPresented },
+    ).kind;
+
+  it.each([
+    ['a forbid holds even with an approval in hand', 'prod-deploy', 1200, false, true, 'deny'],
+    [
+      'a forbid holds: no step-up is offered for what no approval could permit',
+      'prod-deploy',
+      1200,
+      false,
+      false,
+      'deny',
+    ],
+    ['no permit for the grant at all', 'db-export', 60, true, false, 'deny'],
+    ['the policy permits only when approved: step-up', 'prod-deploy', 600, false, false, 'step-up'],
+    [
+      'the grant requires approval though the policy permits: step-up',
+      'artifacts-api',
+      60,
+      true,
+      false,
+      'step-up',
+    ],
+    ['an approval in hand, and the policy permits it approved', 'prod-deploy', 600, false, true, 'allow'],
+    ['within what the policy permits unapproved', 'prod-deploy', 60, false, false, 'allow'],
+    ['an ordinary grant', 'artifacts-api', 600, false, false, 'allow'],
+  ] as const)('%s', (_label, grant, ttlSeconds, required, presented, expected) => {
+    expect(decide(grant, ttlSeconds, required, presented)).toBe(expected);
   });
 });

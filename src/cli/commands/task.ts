@@ -85,6 +85,13 @@ export function registerTaskCommands(program: Command, env: () => Env) {
         'revocation',
       ]);
       for (const denial of story.denials) line(`denied: ${denial.grant} at ${denial.at}: ${denial.reason}`);
+      for (const approval of story.approvals) {
+        const decided = approval.decidedBy ? ` by ${approval.decidedBy}: ${approval.reason ?? ''}` : '';
+        const used = approval.lease ? ` (lease ${approval.lease})` : '';
+        line(
+          `approval: ${approval.grant} requested ${approval.requestedAt}, ${approval.status}${decided}${used}`,
+        );
+      }
       line('');
       line(
         verification.ok
