@@ -1,3 +1,4 @@
+import type { GrantConfig } from '../config/schema';
 import type { Identity } from '../domain/types';
 import { matchesSubjectPattern } from '../entitlements/subject-pattern';
 import type { EntitlementFacts } from '../policy/vocabulary';
@@ -5,6 +6,14 @@ import type { BrokerDeps } from './deps';
 import { describeEntitlements } from './read-entitlements';
 
 type Deps = Pick<BrokerDeps, 'approvals' | 'entitlements'>;
+
+/**
+ * Entitlements cost Redis reads, so they are looked up only when the grant requires one or a policy in
+ * force reads `context.entitled` or `context.entitlement` (or `context` whole). Otherwise Cedar sees
+ * `entitled: false`, which no policy reads: the hot path of ordinary grants makes no extra round trip.
+ */
+export const entitlementMatters = (policy: BrokerDeps['policy'], grant: Pick<GrantConfig, 'entitlement'>) =>
+  grant.entitlement === 'required' || policy.readsContext('entitled') || policy.readsContext('entitlement');
 
 /**
  * The workload's active entitlement to `grant` as of `nowMs`, or null. Read afresh on every request (no

@@ -9,7 +9,7 @@ import { issueRequest, type EntitlementFacts } from '../policy/vocabulary';
 import type { CredentialProvider } from '../providers/provider';
 import type { StoredTask } from '../tasks/task-store';
 import type { BrokerDeps } from './deps';
-import { findEntitlement } from './find-entitlement';
+import { entitlementMatters, findEntitlement } from './find-entitlement';
 import { loadOwnTask } from './load-own-task';
 import { checkPresentedApproval, requestStepUp, type PendingStepUp } from './step-up';
 
@@ -71,7 +71,7 @@ export async function issueCredential(
   if (ttlSeconds < 1) throw new BrokerError('task_not_open', 'the task expires in less than a second');
 
   // Checked against now on every request: an expired or revoked entitlement (or enrolment) stops issuance.
-  const entitlement = lookUpEntitlement(deps, grant)
+  const entitlement = entitlementMatters(deps.policy, grant)
     ? await findEntitlement(deps, identity, input.grant, nowMs)
     : null;
   if (grant.entitlement === 'required' && !entitlement)
@@ -131,16 +131,6 @@ interface IssueRequest {
   entitlement: EntitlementFacts | null;
   nowMs: number;
 }
-
-/**
- * Entitlements cost Redis reads, so they are looked up only when the grant requires one or a policy in
- * force reads `context.entitled` or `context.entitlement` (or `context` whole). Otherwise Cedar sees
- * `entitled: false`, which no policy reads: the hot path of ordinary grants makes no extra round trip.
- */
-const lookUpEntitlement = (deps: Pick<Deps, 'policy'>, grant: GrantConfig) =>
-  grant.entitlement === 'required' ||
-  deps.policy.readsContext('entitled') ||
-  deps.policy.readsContext('entitlement');
 
 const grantFacts = (name: string, grant: GrantConfig) => ({
   name,
