@@ -62,7 +62,8 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[3], '*', 'event', ARGV[3])
 return 'expired'`);
 
-const fields = (approval: Approval): string[] => {
+/** An approval as hash fields (also written by the entitlement store, with the record it approves). */
+export const approvalFields = (approval: Approval): string[] => {
   const record: Record<string, string | number | undefined> = {
     id: approval.id,
     kind: approval.kind,
@@ -141,7 +142,7 @@ export function createApprovalStore(redis: Redis, keys: RedisKeys, options: { re
         approval.id,
         auditEntry,
         keyExpireAtMs,
-        ...fields(approval),
+        ...approvalFields(approval),
       ];
       const result = await run(CREATE_APPROVAL, keyList, args);
       if (result !== 'ok') throw new Error(`approval ${approval.id} already exists`);

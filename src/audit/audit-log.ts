@@ -20,7 +20,10 @@ export type AuditType =
   | 'approval.approved'
   | 'approval.denied'
   | 'approval.expired'
-  | 'approval.refused';
+  | 'approval.refused'
+  | 'enrolment.revoked'
+  | 'entitlement.revoked'
+  | 'entitlement.recertified';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {

@@ -10,6 +10,8 @@ import { registerAdminCommands } from './commands/admin';
 import { registerApprovalCommands } from './commands/approvals';
 import { registerAuditCommands } from './commands/audit';
 import { registerCredentialProcessCommand } from './commands/credential-process';
+import { registerEnrolmentCommands } from './commands/enrolments';
+import { registerEntitlementCommands } from './commands/entitlements';
 import { registerExecCommand } from './commands/exec';
 import { registerLeaseCommands } from './commands/lease';
 import { registerPolicyCommands } from './commands/policy';
@@ -31,6 +33,8 @@ export function buildProgram(): Command {
   registerApprovalCommands(program, getEnv);
   registerAuditCommands(program, getEnv);
   registerTaskCommands(program, getEnv);
+  registerEnrolmentCommands(program, getEnv);
+  registerEntitlementCommands(program, getEnv);
   registerPolicyCommands(program, getEnv);
   registerCredentialProcessCommand(program, getEnv);
   registerExecCommand(program, getEnv);

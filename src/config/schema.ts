@@ -59,6 +59,11 @@ const grantCommon = {
    * these grants for the same ticket (or, without a ticket, the same task) may not approve this grant.
    */
   approverMustNotHold: z.array(name).max(20).default([]),
+  /**
+   * `required`: a credential of this grant is issued only to a workload holding an active entitlement to it
+   * (an approved, unexpired, unrevoked entitlement under an active enrolment; docs/entitlements.md).
+   */
+  entitlement: z.enum(['none', 'required']).default('none'),
 };
 
 const jwtGrantSchema = z.strictObject({
@@ -302,6 +307,17 @@ export const configSchema = z
         useWithinSeconds: z.number().int().min(60).max(86400).default(900),
         /** POSTed each new approval request (no secrets), at once; https, or http to loopback. */
         webhook: webhookUrl.optional(),
+      })
+      .prefault({}),
+    /** Enrolments and entitlements: standing approvals of a workload and of its grants (docs/entitlements.md). */
+    entitlements: z
+      .strictObject({
+        /** A proposed enrolment or entitlement no approver decides within this long lapses. */
+        reviewWithinDays: z.number().int().min(1).max(90).default(7),
+        /** The longest an enrolment or entitlement is valid for, at proposal and at each recertification. */
+        maxValidityDays: z.number().int().min(1).max(730).default(90),
+        /** `entitlements due` lists active entitlements expiring within this many days (unless told otherwise). */
+        dueWithinDays: z.number().int().min(1).max(365).default(14),
       })
       .prefault({}),
     /** RFC 8693 token exchange at POST /v1/token. */

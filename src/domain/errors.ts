@@ -66,6 +66,16 @@ export const ERROR_CATALOGUE = {
     summary:
       'The approver requested this approval, or was issued a grant the approved grant must be kept apart from (`approverMustNotHold`).',
   },
+  not_entitled: {
+    status: 403,
+    summary:
+      'The grant requires an entitlement (`entitlement: required`) and the workload holds no active one: none, or it (or its enrolment) is pending, denied, expired or revoked.',
+  },
+  record_not_active: {
+    status: 409,
+    summary:
+      'The enrolment or entitlement is revoked, denied, lapsed or expired (or, to recertify, not active); propose a new one.',
+  },
   invalid_grant: {
     status: 400,
     summary:

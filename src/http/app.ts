@@ -15,6 +15,7 @@ import type { RedisKeys } from '../leases/keys';
 import { ADMIN_PATHS, adminRoutes } from './routes/admin';
 import { APPROVAL_PATHS, approvalRoutes } from './routes/approvals';
 import { auditExportRoutes } from './routes/audit-export';
+import { ENTITLEMENT_PATHS, entitlementRoutes } from './routes/entitlements';
 import { oauthRoutes } from './routes/oauth';
 import { systemRoutes } from './routes/system';
 import { taskRoutes } from './routes/tasks';
@@ -63,11 +64,13 @@ export function createApp(deps: AppDeps): Express {
     deps.keys,
     deps.broker.config.broker.requestsPerMinutePerIdentity,
   );
-  app.use(['/v1/tasks', ...APPROVAL_PATHS], auth);
+  // Identity tokens only: approvals and entitlements are named people's decisions, never a break-glass card's.
+  const decisionPaths = [...APPROVAL_PATHS, ...ENTITLEMENT_PATHS];
+  app.use(['/v1/tasks', ...decisionPaths], auth);
   app.use([...ADMIN_PATHS], authenticateAdmin(verify, deps.breakGlass, deps.logger));
-  if (rateLimit) app.use(['/v1/tasks', ...ADMIN_PATHS, ...APPROVAL_PATHS], rateLimitMiddleware(rateLimit));
+  if (rateLimit) app.use(['/v1/tasks', ...ADMIN_PATHS, ...decisionPaths], rateLimitMiddleware(rateLimit));
   // A JSON call with another body type fails loudly instead of arriving as an empty body.
-  app.use(['/v1/tasks', '/v1/leases', ...APPROVAL_PATHS], (req, _res, next) => {
+  app.use(['/v1/tasks', '/v1/leases', ...decisionPaths], (req, _res, next) => {
     if (req.method === 'POST' && req.headers['content-length'] !== '0' && !req.is('application/json')) {
       throw new BrokerError('unsupported_media_type', 'send the body as application/json');
     }
@@ -81,9 +84,10 @@ export function createApp(deps: AppDeps): Express {
   app.use(adminRoutes(deps.broker));
   app.use(auditExportRoutes(deps.broker));
   app.use(approvalRoutes(deps.broker));
+  app.use(entitlementRoutes(deps.broker));
   app.use('/v1/token', tokenExchangeErrors(deps.logger));
   app.use(notFound);
   app.use(errorHandler(deps.logger));
-  assertAdminRoutesGated(app, [...ADMIN_PATHS, ...APPROVAL_PATHS]);
+  assertAdminRoutesGated(app, [...ADMIN_PATHS, ...decisionPaths]);
   return app;
 }

@@ -47,6 +47,16 @@ export class RedisKeys {
   approvalsDue = () => `${this.prefix}approvals:due`;
   /** A task's step-up requests, so asking again returns the open one; expires with the approvals. */
   taskApprovals = (taskId: string) => `${this.prefix}task-approvals:${taskId}`;
+  /** One enrolment (a workload approved once); expires a retention period after the enrolment does. */
+  enrolment = (enrolmentId: string) => `${this.prefix}enrolment:${enrolmentId}`;
+  /** Every enrolment, scored by its expiry; entries past expiry + retention are purged. */
+  enrolments = () => `${this.prefix}enrolments`;
+  /** One entitlement (a grant approved for an enrolment); expires a retention period after it does. */
+  entitlement = (entitlementId: string) => `${this.prefix}entitlement:${entitlementId}`;
+  /** Every entitlement, scored by its expiry (the recertification listing reads it soonest first). */
+  entitlements = () => `${this.prefix}entitlements`;
+  /** One grant's entitlements, scored by expiry: issuance reads only the unexpired ones. */
+  grantEntitlements = (grant: string) => `${this.prefix}grant-entitlements:${grant}`;
   /** BullMQ's own key prefix; BullMQ derives its keys from it and the queue name. */
   bullPrefix = () => `${this.prefix}bull`;
 }

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
-import { claimsUsed, pruneClaims } from './claims-used';
+import { claimsUsed, contextAttributesRead, pruneClaims } from './claims-used';
 import type { PolicyRequest } from './vocabulary';
 
 export interface PolicyDecision {
@@ -18,6 +18,8 @@ export interface PolicyEngine {
   /** Re-reads the policy files; on error the policies in force stay in force and the error is thrown. */
   reload(): { policyCount: number };
   readonly policyCount: number;
+  /** Whether any policy in force could read this `context` attribute (claims-used.ts). */
+  readsContext(attribute: string): boolean;
 }
 
 export class PolicyLoadError extends Error {
@@ -62,6 +64,7 @@ export function createPolicyEngine(location: string): PolicyEngine {
   let policyCount = 0;
   let forbids = new Set<string>();
   let claimNames: Set<string> | null = null;
+  let contextRead: Set<string> | null = null;
 
   const load = () => {
     const policies = readPolicies(location);
@@ -81,6 +84,7 @@ export function createPolicyEngine(location: string): PolicyEngine {
     setId = nextId;
     forbids = nextForbids;
     claimNames = claimsUsed(policyJson);
+    contextRead = contextAttributesRead(policyJson);
     policyCount = Object.keys(policies).length;
     return { policyCount };
   };
@@ -91,6 +95,7 @@ export function createPolicyEngine(location: string): PolicyEngine {
       return policyCount;
     },
     reload: load,
+    readsContext: (attribute) => contextRead === null || contextRead.has(attribute),
     evaluate(request) {
       const entities = request.entities.map((entity) =>
         (entity.uid as { type?: string }).type === 'Workload' && entity.attrs.claims

@@ -49,3 +49,32 @@ export function pruneClaims(
   for (const name of used) if (Object.hasOwn(claims, name)) out[name] = claims[name] as string;
   return out;
 }
+
+/**
+ * The `context` attributes a policy set reads (`context.x`, `context has x`), or null when some policy uses
+ * `context` otherwise (whole, or in a way no static reading can follow): then every attribute may be read.
+ * Lets the broker skip a lookup (entitlements) whose answer no policy could see.
+ */
+export function contextAttributesRead(policies: readonly PolicyJson[]): Set<string> | null {
+  const names = new Set<string>();
+  let whole = false;
+  const walk = (node: unknown): void => {
+    if (whole || node === null || typeof node !== 'object') return;
+    if (Array.isArray(node)) return node.forEach(walk);
+    const record = node as Record<string, unknown>;
+    if (record.Var === 'context') {
+      whole = true;
+      return;
+    }
+    for (const op of ['.', 'has'] as const) {
+      const access = record[op] as { left?: { Var?: string }; attr?: string | string[] } | undefined;
+      if (access?.left?.Var === 'context') {
+        names.add(Array.isArray(access.attr) ? (access.attr[0] as string) : (access.attr as string));
+        return;
+      }
+    }
+    Object.values(record).forEach(walk);
+  };
+  policies.forEach(walk);
+  return whole ? null : names;
+}

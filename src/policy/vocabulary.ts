@@ -5,8 +5,9 @@ import type { Identity, Task } from '../domain/types';
  * The policy vocabulary, stable for policy authors (docs/policies.md):
  *   principal Workload::"<subject>" { issuer, subject, kind, claims }
  *   actions   Action::"declareTask" | "issue" | "approve" | "revoke"
- *   resource  Grant::"<name>" { provider, sensitivity, approval }   (declareTask: Task::"<id>")
- *   context   { task: { id, purpose, ticket, ref, ageSeconds, grants }, ttlSeconds, approved, activeLeases }
+ *   resource  Grant::"<name>" { provider, sensitivity, approval, entitlement }   (declareTask: Task::"<id>")
+ *   context   { task: { id, purpose, ticket, ref, ageSeconds, grants }, ttlSeconds, approved, activeLeases,
+ *               entitled, entitlement?: { id, owner, purpose, expiresInSeconds, enrolment: { id, owner } } }
  * Absent ticket/ref are "" so `like` works without `has`.
  */
 export type PolicyAction = 'declareTask' | 'issue' | 'approve' | 'revoke';
@@ -24,6 +25,17 @@ export interface GrantFacts {
   provider: string;
   sensitivity: string;
   approval: string;
+  /** `none` when omitted. */
+  entitlement?: string;
+}
+
+/** The active entitlement a workload holds to the grant (issue only), as Cedar sees it. */
+export interface EntitlementFacts {
+  id: string;
+  owner: string;
+  purpose: string;
+  expiresInSeconds: number;
+  enrolment: { id: string; owner: string };
 }
 
 const workload = (identity: Identity): EntityJson => ({
@@ -54,7 +66,13 @@ export function declareTaskRequest(
     principal: { type: 'Workload', id: identity.subject },
     action: { type: 'Action', id: 'declareTask' },
     resource: { type: 'Task', id: task.id },
-    context: { task: taskContext(task, nowMs), ttlSeconds, approved: false, activeLeases: 0 },
+    context: {
+      task: taskContext(task, nowMs),
+      ttlSeconds,
+      approved: false,
+      activeLeases: 0,
+      entitled: false,
+    },
     entities: [workload(identity), { uid: { type: 'Task', id: task.id }, attrs: {}, parents: [] }],
   };
 }
@@ -64,6 +82,11 @@ export interface IssueFacts {
   ttlSeconds: number;
   /** A step-up approval bound to this task, grant and TTL was presented and is valid. */
   approved: boolean;
+  /**
+   * The workload's active entitlement to the grant, or null: none, or not looked up because neither the
+   * grant nor any policy needs it (then no policy reads `context.entitled`, so `false` changes nothing).
+   */
+  entitlement?: EntitlementFacts | null;
 }
 
 export function issueRequest(
@@ -73,17 +96,30 @@ export function issueRequest(
   facts: IssueFacts,
   nowMs: number,
 ): PolicyRequest {
-  const { ttlSeconds, approved } = facts;
+  const { ttlSeconds, approved, entitlement } = facts;
   return {
     principal: { type: 'Workload', id: identity.subject },
     action: { type: 'Action', id: 'issue' },
     resource: { type: 'Grant', id: grant.name },
-    context: { task: taskContext(task, nowMs), ttlSeconds, approved, activeLeases: task.activeLeases },
+    context: {
+      task: taskContext(task, nowMs),
+      ttlSeconds,
+      approved,
+      activeLeases: task.activeLeases,
+      // Always present, so a policy may read it without `has`; the record only when entitled.
+      entitled: Boolean(entitlement),
+      ...(entitlement ? { entitlement: { ...entitlement } } : {}),
+    },
     entities: [
       workload(identity),
       {
         uid: { type: 'Grant', id: grant.name },
-        attrs: { provider: grant.provider, sensitivity: grant.sensitivity, approval: grant.approval },
+        attrs: {
+          provider: grant.provider,
+          sensitivity: grant.sensitivity,
+          approval: grant.approval,
+          entitlement: grant.entitlement ?? 'none',
+        },
         parents: [],
       },
     ],

@@ -4,6 +4,7 @@ import type { ExchangeReplay } from '../identity/exchange-replay';
 import type { AuditLog } from '../audit/audit-log';
 import type { Config } from '../config/schema';
 import type { Lease } from '../domain/types';
+import type { EntitlementStore } from '../entitlements/entitlement-store';
 import type { LeaseStore } from '../leases/lease-store';
 import type { RevocationLog } from '../leases/revocation-log';
 import type { RevocationQueue } from '../leases/revocation-queue';
@@ -39,6 +40,7 @@ export interface BrokerDeps {
   providers: ProviderRegistry;
   audit: AuditLog;
   approvals: ApprovalStore;
+  entitlements: EntitlementStore;
   exchangeReplay: ExchangeReplay;
   signingKeys: SigningKeyRing;
   events: UseCaseEvents;

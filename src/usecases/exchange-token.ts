@@ -27,6 +27,7 @@ type Deps = Pick<
   | 'providers'
   | 'audit'
   | 'approvals'
+  | 'entitlements'
   | 'exchangeReplay'
   | 'signingKeys'
   | 'events'

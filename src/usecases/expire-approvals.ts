@@ -3,7 +3,7 @@ import type { BrokerDeps } from './deps';
 
 const BATCH = 500;
 
-type Deps = Pick<BrokerDeps, 'config' | 'approvals' | 'events'>;
+type Deps = Pick<BrokerDeps, 'config' | 'approvals' | 'entitlements' | 'events'>;
 
 /**
  * Writes down every approval whose deadline has passed: a request nobody decided in time, or a step-up
@@ -30,8 +30,11 @@ export async function expireApprovals(deps: Deps, nowMs: number): Promise<number
     expired += 1;
     deps.events.approvalSettled(approval, 'expired');
   }
-  // The index keeps an approval for as long as it can matter, plus the retention period.
+  // The index keeps an approval for as long as it can matter, plus the retention period: a step-up's
+  // deadline and use-by time, or an enrolment's or entitlement's (longer) review window.
   const { pendingTtlSeconds, useWithinSeconds } = deps.config.approvals;
-  await deps.approvals.purgeIndex(nowMs, (pendingTtlSeconds + useWithinSeconds) * 1000);
+  const reviewMs = deps.config.entitlements.reviewWithinDays * 86_400_000;
+  await deps.approvals.purgeIndex(nowMs, Math.max((pendingTtlSeconds + useWithinSeconds) * 1000, reviewMs));
+  await deps.entitlements.purgeIndexes(nowMs, Object.keys(deps.config.grants));
   return expired;
 }

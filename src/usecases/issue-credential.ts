@@ -5,10 +5,11 @@ import { BrokerError } from '../domain/errors';
 import type { Identity, Lease } from '../domain/types';
 import type { Approval } from '../approvals/approval';
 import { decideIssue } from '../policy/issue-decision';
-import { issueRequest } from '../policy/vocabulary';
+import { issueRequest, type EntitlementFacts } from '../policy/vocabulary';
 import type { CredentialProvider } from '../providers/provider';
 import type { StoredTask } from '../tasks/task-store';
 import type { BrokerDeps } from './deps';
+import { entitlementMatters, findEntitlement } from './find-entitlement';
 import { loadOwnTask } from './load-own-task';
 import { checkPresentedApproval, requestStepUp, type PendingStepUp } from './step-up';
 
@@ -32,6 +33,7 @@ type Deps = Pick<
   | 'providers'
   | 'audit'
   | 'approvals'
+  | 'entitlements'
   | 'events'
   | 'nowMs'
   | 'newId'
@@ -43,7 +45,8 @@ export type IssueResult = Awaited<ReturnType<typeof mint>> | { pending: PendingS
 const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /**
- * verify identity (done by the caller) → load task → evaluate policy (→ step-up: a human approves first) →
+ * verify identity (done by the caller) → load task → entitlement (when the grant or a policy needs one) →
+ * evaluate policy (→ step-up: a human approves first) →
  * provider mints → record lease (with its audit entry, atomically) → schedule revocation. The lease is
  * durable before the credential leaves.
  */
@@ -67,6 +70,13 @@ export async function issueCredential(
   );
   if (ttlSeconds < 1) throw new BrokerError('task_not_open', 'the task expires in less than a second');
 
+  // Checked against now on every request: an expired or revoked entitlement (or enrolment) stops issuance.
+  const entitlement = entitlementMatters(deps.policy, grant)
+    ? await findEntitlement(deps, identity, input.grant, nowMs)
+    : null;
+  if (grant.entitlement === 'required' && !entitlement)
+    return deny(deps, { identity, task, input, nowMs }, 'not_entitled', 'no active entitlement to the grant');
+
   let approval: Approval | null = null;
   if (input.approvalId) {
     const bound = { task, grant: input.grant, ttlSeconds, nowMs };
@@ -74,14 +84,30 @@ export async function issueCredential(
     if (presented.pending) return { pending: presented.pending };
     approval = presented.approval;
   }
-  const request: IssueRequest = { identity, task, grant, input, ttlSeconds, scopes, approval, nowMs };
+  const request: IssueRequest = {
+    identity,
+    task,
+    grant,
+    input,
+    ttlSeconds,
+    scopes,
+    approval,
+    entitlement,
+    nowMs,
+  };
   const outcome = decideIssue(
     deps.policy,
     (approved) =>
-      issueRequest(identity, task, grantFacts(input.grant, grant), { ttlSeconds, approved }, nowMs),
+      issueRequest(
+        identity,
+        task,
+        grantFacts(input.grant, grant),
+        { ttlSeconds, approved, entitlement },
+        nowMs,
+      ),
     { approvalRequired: grant.approval === 'required', approvedPresented: approval !== null },
   );
-  if (outcome.kind === 'deny') return deny(deps, request, outcome.decision.reason);
+  if (outcome.kind === 'deny') return deny(deps, request, 'policy_denied', outcome.decision.reason);
   if (outcome.kind === 'step-up') {
     const ask = { identity, task, grant: input.grant, ttlSeconds, reason: input.reason, nowMs };
     return { pending: await requestStepUp(deps, { ...ask, policyReason: outcome.decision.reason }) };
@@ -101,6 +127,8 @@ interface IssueRequest {
   scopes: readonly string[] | undefined;
   /** The step-up approval presented (approved, bound to this request), used up with the lease. */
   approval: Approval | null;
+  /** The workload's active entitlement to the grant, when it was looked up and found. */
+  entitlement: EntitlementFacts | null;
   nowMs: number;
 }
 
@@ -109,6 +137,7 @@ const grantFacts = (name: string, grant: GrantConfig) => ({
   provider: grant.provider,
   sensitivity: grant.sensitivity,
   approval: grant.approval,
+  entitlement: grant.entitlement,
 });
 
 const whoOf = ({ identity, task }: Pick<IssueRequest, 'identity' | 'task'>) => ({
@@ -119,7 +148,13 @@ const whoOf = ({ identity, task }: Pick<IssueRequest, 'identity' | 'task'>) => (
   ref: task.ref,
 });
 
-async function deny(deps: Deps, request: IssueRequest, reason: string): Promise<never> {
+/** A refusal, audited (`credential.denied`) with its reason: the policy's, or the missing entitlement. */
+async function deny(
+  deps: Deps,
+  request: Pick<IssueRequest, 'identity' | 'task' | 'input' | 'nowMs'>,
+  code: 'policy_denied' | 'not_entitled',
+  reason: string,
+): Promise<never> {
   const { identity, input, nowMs } = request;
   const who = whoOf(request);
   deps.events.denied('issue', reason, { ...who, grant: input.grant });
@@ -130,7 +165,13 @@ async function deny(deps: Deps, request: IssueRequest, reason: string): Promise<
     grant: input.grant,
     tokenSha256: identity.tokenSha256,
     reason,
+    ...(code === 'not_entitled' ? { detail: { error: code } } : {}),
   });
+  if (code === 'not_entitled')
+    throw new BrokerError(
+      code,
+      `grant ${input.grant} needs an active entitlement, and this workload holds none`,
+    );
   throw new BrokerError('policy_denied', `the policy does not permit grant ${input.grant} for this task`);
 }
 
@@ -191,6 +232,7 @@ async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
       ...(input.reason ? { requestReason: input.reason } : {}),
       ...(scopes ? { scopes: scopes.join(' ') } : {}),
       ...(approval ? { approvalId: approval.id, approvedBy: approval.decision?.by ?? '' } : {}),
+      ...(request.entitlement ? { entitlementId: request.entitlement.id } : {}),
     },
   };
   // The expiry job goes out with the lease write (one round trip). A job whose lease was never written is

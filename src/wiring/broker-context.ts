@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { createApprovalStore } from '../approvals/approval-store';
 import { createAuditLog } from '../audit/audit-log';
+import { createEntitlementStore } from '../entitlements/entitlement-store';
 import { ConfigError } from '../config/load-config';
 import type { Config } from '../config/schema';
 import { BREAK_GLASS_ISSUER } from '../domain/types';
@@ -153,6 +154,7 @@ const NO_POLICIES: PolicyEngine = {
   policyCount: 0,
   evaluate: () => ({ allowed: false, policyIds: [], reason: 'no policies are loaded in the worker' }),
   reload: () => ({ policyCount: 0 }),
+  readsContext: () => false,
 };
 
 /**
@@ -231,6 +233,7 @@ export async function createBrokerContext(options: {
     providers: providers as ProviderRegistry,
     audit: createAuditLog(redis, keys),
     approvals: createApprovalStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds }),
+    entitlements: createEntitlementStore(redis, keys, { retentionSeconds: config.broker.retentionSeconds }),
     exchangeReplay: createExchangeReplay(redis, keys),
     // The worker holds no signing keys; nothing it runs signs.
     signingKeys: options.signingKeys as SigningKeyRing,

@@ -4,6 +4,7 @@ import { isAdminGate } from '../../src/http/admin-gate';
 import { isUnder, listRoutes } from '../../src/http/route-table';
 import { ADMIN_PATHS } from '../../src/http/routes/admin';
 import { APPROVAL_PATHS } from '../../src/http/routes/approvals';
+import { ENTITLEMENT_PATHS } from '../../src/http/routes/entitlements';
 import { generateBreakGlassToken } from '../../src/identity/break-glass';
 import type { AdminPermission } from '../../src/policy/admin-roles';
 import { DEFAULT_POLICIES, startTestBroker, type TestBroker } from '../support/broker';
@@ -185,6 +186,88 @@ const ADMIN_ROUTES: Record<string, AdminRouteRow> = {
   },
 };
 
+/** A well-formed record id that names no enrolment or entitlement. */
+const NO_RECORD = 'f'.repeat(32);
+const recordProposal = (caller: Caller) => ({
+  issuer: 'agents',
+  subjectPattern: `roles:${caller}:*`,
+  owner: 'team-roles',
+  purpose: 'roles table',
+  validDays: 7,
+});
+
+/** Enrolments and entitlements (identity tokens only: a break-glass caller is refused before the gate). */
+const ENTITLEMENT_ROUTES: Record<string, Omit<AdminRouteRow, 'identityOnly'>> = {
+  'POST /v1/enrolments': {
+    permission: 'approve',
+    request: (_f, caller) => ({ path: '/v1/enrolments', body: recordProposal(caller) }),
+    allowedStatus: 201,
+    input: (_f, caller) => ({
+      'body.issuer': 'agents',
+      'body.subjectPattern': `roles:${caller}:*`,
+      'body.owner': 'team-roles',
+      'body.validDays': 7,
+    }),
+  },
+  'GET /v1/enrolments': {
+    permission: 'view',
+    request: () => ({ path: '/v1/enrolments?owner=team-roles' }),
+    allowedStatus: 200,
+    input: () => ({ 'query.owner': 'team-roles' }),
+  },
+  'GET /v1/enrolments/:enrolmentId': {
+    permission: 'view',
+    request: () => ({ path: `/v1/enrolments/${NO_RECORD}` }),
+    allowedStatus: 404,
+    input: () => ({ 'params.enrolmentId': NO_RECORD }),
+  },
+  'POST /v1/enrolments/:enrolmentId/revoke': {
+    permission: 'revoke',
+    request: () => ({ path: `/v1/enrolments/${NO_RECORD}/revoke`, body: { reason: 'roles table' } }),
+    allowedStatus: 404,
+    input: () => ({ 'params.enrolmentId': NO_RECORD, 'body.reason': 'roles table' }),
+  },
+  'POST /v1/entitlements': {
+    permission: 'approve',
+    request: () => ({
+      path: '/v1/entitlements',
+      body: { enrolmentId: NO_RECORD, grant: 'artifacts-read', owner: 'team-roles', purpose: 'roles table' },
+    }),
+    // The route runs, and answers for its own reason: no enrolment has that id.
+    allowedStatus: 404,
+    input: () => ({ 'body.enrolmentId': NO_RECORD, 'body.grant': 'artifacts-read' }),
+  },
+  'GET /v1/entitlements': {
+    permission: 'view',
+    request: () => ({ path: '/v1/entitlements?due=true&owner=team-roles' }),
+    allowedStatus: 200,
+    input: () => ({ 'query.due': 'true', 'query.owner': 'team-roles' }),
+  },
+  'GET /v1/entitlements/:entitlementId': {
+    permission: 'view',
+    request: () => ({ path: `/v1/entitlements/${NO_RECORD}` }),
+    allowedStatus: 404,
+    input: () => ({ 'params.entitlementId': NO_RECORD }),
+  },
+  'POST /v1/entitlements/:entitlementId/revoke': {
+    permission: 'revoke',
+    request: () => ({ path: `/v1/entitlements/${NO_RECORD}/revoke`, body: { reason: 'roles table' } }),
+    allowedStatus: 404,
+    input: () => ({ 'params.entitlementId': NO_RECORD, 'body.reason': 'roles table' }),
+  },
+  'POST /v1/entitlements/:entitlementId/recertify': {
+    permission: 'approve',
+    request: () => ({
+      path: `/v1/entitlements/${NO_RECORD}/recertify`,
+      body: { reason: 'roles table', validDays: 30 },
+    }),
+    allowedStatus: 404,
+    input: () => ({ 'params.entitlementId': NO_RECORD, 'body.reason': 'roles table', 'body.validDays': 30 }),
+  },
+};
+for (const [route, row] of Object.entries(ENTITLEMENT_ROUTES))
+  ADMIN_ROUTES[route] = { ...row, identityOnly: true };
+
 /** Every other route, and who calls it. A new route of any kind must be listed here or above. */
 const OTHER_ROUTES: Record<string, string> = {
   'POST /v1/tasks': 'workload',
@@ -281,11 +364,12 @@ describe('admin routes: every route is in the roles table', () => {
     // only); nothing else does.
     for (const route of routes) {
       const under = (paths: readonly string[]) => paths.some((prefix) => isUnder(route.path, prefix));
-      expect({ route: key(route), admin: under([...ADMIN_PATHS, ...APPROVAL_PATHS]) }).toEqual({
+      const identityOnlyPaths = [...APPROVAL_PATHS, ...ENTITLEMENT_PATHS];
+      expect({ route: key(route), admin: under([...ADMIN_PATHS, ...identityOnlyPaths]) }).toEqual({
         route: key(route),
         admin: gated.includes(route),
       });
-      expect({ route: key(route), identityOnly: under(APPROVAL_PATHS) }).toEqual({
+      expect({ route: key(route), identityOnly: under(identityOnlyPaths) }).toEqual({
         route: key(route),
         identityOnly: Boolean(ADMIN_ROUTES[key(route)]?.identityOnly),
       });

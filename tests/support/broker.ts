@@ -71,6 +71,9 @@ export interface TestBrokerOptions {
   alerts?: ConfigInput['alerts'];
   audit?: ConfigInput['audit'];
   approvals?: ConfigInput['approvals'];
+  entitlements?: ConfigInput['entitlements'];
+  /** The broker's clock (API and worker), for a test that moves time on instead of waiting. */
+  nowMs?: () => number;
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
   /** Break-glass entries (config `breakGlass`). */
@@ -122,6 +125,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.alerts ? { alerts: options.alerts } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
     ...(options.approvals ? { approvals: options.approvals } : {}),
+    ...(options.entitlements ? { entitlements: options.entitlements } : {}),
   };
   const configFile = path.join(dir, 'tasklease.json');
   writeFileSync(configFile, JSON.stringify(input));
@@ -132,7 +136,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ? createLogger('debug', options.logDestination)
     : createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const redisUrl = options.redisUrl ?? testRedisUrl();
-  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger, vault: options.vault });
+  const context = await createBrokerContext({
+    config,
+    redisUrl,
+    signingKeys,
+    logger,
+    vault: options.vault,
+    nowMs: options.nowMs,
+  });
   const api = await startApi({ config, redisUrl, signingKeys, logger, host: '127.0.0.1', port: 0, context });
   const worker =
     options.worker === false

@@ -3,7 +3,7 @@ import { loadConfigFile } from '../../config/load-config';
 import type { Env } from '../../config/env';
 import type { Identity } from '../../domain/types';
 import { applyPreset } from '../../identity/claim-presets';
-import { declareTaskRequest, issueRequest } from '../../policy/vocabulary';
+import { declareTaskRequest, issueRequest, type EntitlementFacts } from '../../policy/vocabulary';
 import { EXIT } from '../exit-codes';
 import { collectPairs, printJson } from '../output';
 
@@ -23,6 +23,18 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
     .option('--ttl <seconds>', 'requested TTL', '600')
     .option('--active-leases <n>', 'live leases already in the task', '0')
     .option('--approved', 'as if a step-up approval were presented (context.approved)')
+    .option('--entitled', 'as if the workload held an active entitlement to the grant (context.entitled)')
+    .option('--entitlement-owner <owner>', 'with --entitled: context.entitlement.owner', 'policy-check')
+    .option(
+      '--enrolment-owner <owner>',
+      'with --entitled: context.entitlement.enrolment.owner',
+      'policy-check',
+    )
+    .option(
+      '--entitlement-expires-in <seconds>',
+      'with --entitled: context.entitlement.expiresInSeconds',
+      '86400',
+    )
     .option('--json', 'print JSON')
     .action(async (options) => {
       const config = loadConfigFile(env().TASKLEASE_CONFIG ?? 'tasklease.yaml');
@@ -82,6 +94,7 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
           {
             ttlSeconds: Math.min(Number(options.ttl), grant.maxTtlSeconds),
             approved: Boolean(options.approved),
+            entitlement: options.entitled ? entitlementOf(options) : null,
           },
           nowMs,
         );
@@ -91,4 +104,15 @@ export function registerPolicyCommands(program: Command, env: () => Env) {
       else process.stdout.write(`${decision.allowed ? 'ALLOW' : 'DENY'}: ${decision.reason}\n`);
       if (!decision.allowed) process.exitCode = EXIT.policyDenied;
     });
+}
+
+/** The entitlement `--entitled` stands for, as the broker would give it to Cedar. */
+function entitlementOf(options: Record<string, string>): EntitlementFacts {
+  return {
+    id: 'policy-check',
+    owner: options.entitlementOwner as string,
+    purpose: 'policy check',
+    expiresInSeconds: Number(options.entitlementExpiresIn),
+    enrolment: { id: 'policy-check', owner: options.enrolmentOwner as string },
+  };
 }
