@@ -153,13 +153,17 @@ export function createApprovalStore(redis: Redis, keys: RedisKeys, options: { re
 
     getMany,
 
-    /** A step-up request of this task still pending or approved (not yet used) for this grant and TTL. */
+    /**
+     * A step-up request of this task still pending or approved (not yet used) for this grant and at least
+     * this TTL: one approved for longer covers a shorter credential, and a TTL clamped by the task's
+     * remaining time shrinks from one call to the next.
+     */
     async findOpen(taskId: string, grant: string, ttlSeconds: number, nowMs: number) {
       const approvals = await getMany(await redis.smembers(keys.taskApprovals(taskId)));
       return approvals.find((approval) => {
         const status = effectiveStatus(approval, nowMs);
         const open = status === 'pending' || status === 'approved';
-        return open && approval.grant === grant && approval.ttlSeconds === ttlSeconds;
+        return open && approval.grant === grant && (approval.ttlSeconds ?? 0) >= ttlSeconds;
       });
     },
 
