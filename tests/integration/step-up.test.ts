@@ -157,6 +157,18 @@ describe('step-up approvals', () => {
     expect(await redis.scard(keys.taskApprovals(taskId))).toBe(1);
   });
 
+  it('calls racing to ask for the same credential open one request between them', async () => {
+    const taskId = await declare(agent);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => ask(agent, taskId, { grant: 'deploy', ttlSeconds: 300 })),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(Array(20).fill(202));
+    expect(new Set(answers.map((answer) => answer.body.approvalId)).size).toBe(1);
+    const { redis, keys } = broker.context;
+    expect(await redis.scard(keys.taskApprovals(taskId))).toBe(1);
+    expect((await events('approval.requested')).filter((event) => event.task === taskId)).toHaveLength(1);
+  });
+
   it('tasklease task show tells who approved which credential, from the sealed audit log', async () => {
     const taskId = await declare(agent);
     const { approvalId } = (await ask(agent, taskId, { grant: 'deploy' })).body;
