@@ -1,17 +1,30 @@
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../leases/keys';
 import { luaScript } from '../leases/lua-script';
-import { effectiveStatus, type Approval, type ApprovalKind, type ApprovalStatus } from './approval';
+import { type Approval, type ApprovalKind, type ApprovalStatus } from './approval';
 
 /**
  * Writes an approval request, its index entries and its `approval.requested` audit event in one step, so
- * no request exists that the audit log does not show.
+ * no request exists that the audit log does not show. A step-up request first looks for an open one of its
+ * task that covers it (same grant, at least this TTL, pending or approved and not past its deadline) and
+ * answers `open:<id>` instead, so calls racing to ask open one request between them. (The task's approval
+ * keys are named from their prefix here, as PURGE_SETTLED does: the set only holds their ids.)
  * KEYS: approval, index, due, audit, taskApprovals (step-up only)
- * ARGV: createdAtMs, expiresAtMs, id, auditEntry, keyExpireAtMs, fields...
+ * ARGV: createdAtMs, expiresAtMs, id, auditEntry, keyExpireAtMs, approvalKeyPrefix, grant, ttlSeconds,
+ *       fields...
  */
 const CREATE_APPROVAL = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if #KEYS >= 5 then
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    local o = redis.call('HMGET', ARGV[6] .. other, 'status', 'expiresAtMs', 'grant', 'ttlSeconds')
+    if (o[1] == 'pending' or o[1] == 'approved') and tonumber(o[2]) > tonumber(ARGV[1])
+      and o[3] == ARGV[7] and tonumber(o[4]) >= tonumber(ARGV[8]) then
+      return 'open:' .. other
+    end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
@@ -130,9 +143,10 @@ export function createApprovalStore(redis: Redis, keys: RedisKeys, options: { re
   return {
     /**
      * `keepUntilMs`: the latest moment the approval can still matter (its deadline, plus the window to use
-     * it); the record stays readable for the retention period after that.
+     * it); the record stays readable for the retention period after that. A step-up request answers the
+     * open one of its task that covers it instead, when there is one (CREATE_APPROVAL): its id, else null.
      */
-    async create(approval: Approval, auditEntry: string, keepUntilMs: number): Promise<void> {
+    async create(approval: Approval, auditEntry: string, keepUntilMs: number): Promise<string | null> {
       const keyList = [keys.approval(approval.id), keys.approvals(), keys.approvalsDue(), keys.audit()];
       if (approval.taskId) keyList.push(keys.taskApprovals(approval.taskId));
       const keyExpireAtMs = keepUntilMs + options.retentionSeconds * 1000;
@@ -142,10 +156,15 @@ export function createApprovalStore(redis: Redis, keys: RedisKeys, options: { re
         approval.id,
         auditEntry,
         keyExpireAtMs,
+        keys.approval(''),
+        approval.grant ?? '',
+        approval.ttlSeconds ?? 0,
         ...approvalFields(approval),
       ];
       const result = await run(CREATE_APPROVAL, keyList, args);
+      if (result.startsWith('open:')) return result.slice('open:'.length);
       if (result !== 'ok') throw new Error(`approval ${approval.id} already exists`);
+      return null;
     },
 
     async get(id: string): Promise<Approval | null> {
@@ -153,16 +172,6 @@ export function createApprovalStore(redis: Redis, keys: RedisKeys, options: { re
     },
 
     getMany,
-
-    /** A step-up request of this task still pending or approved (not yet used) for this grant and TTL. */
-    async findOpen(taskId: string, grant: string, ttlSeconds: number, nowMs: number) {
-      const approvals = await getMany(await redis.smembers(keys.taskApprovals(taskId)));
-      return approvals.find((approval) => {
-        const status = effectiveStatus(approval, nowMs);
-        const open = status === 'pending' || status === 'approved';
-        return open && approval.grant === grant && approval.ttlSeconds === ttlSeconds;
-      });
-    },
 
     /** The newest approvals first, up to MAX_LISTED_APPROVALS, before any filtering. */
     async newest(): Promise<Approval[]> {

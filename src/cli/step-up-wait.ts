@@ -26,6 +26,11 @@ export interface StepUpWaiting {
   timeoutSeconds: number;
   /** Ends the wait at once (exec: a signal). */
   signal?: AbortSignal;
+  /**
+   * false when giving up also ends the task (exec completes it, and a new exec is a new task): running
+   * again then asks anew instead of resuming the wait.
+   */
+  resumable?: boolean;
 }
 
 /** "approved by corp/alice@example.com: ticket OPS-12 checked", "expired at ...": how a decision ended. */
@@ -66,7 +71,9 @@ export async function awaitStepUp(pending: PendingStepUp, waiting: StepUpWaiting
   if (timedOut)
     throw new ExitError(
       `grant ${grant}: approval ${approvalId} still pending after ${waiting.timeoutSeconds} s; nothing was issued ` +
-        '(the request stays open until it expires: run this again to keep waiting)',
+        (waiting.resumable === false
+          ? '(its task is completed, so it can no longer be used: running this again asks for a new approval)'
+          : '(the request stays open until it expires: run this again to keep waiting)'),
       EXIT.timedOut,
     );
   if (approval?.status !== 'approved')

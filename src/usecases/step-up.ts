@@ -41,9 +41,6 @@ export interface StepUpAsk {
  */
 export async function requestStepUp(deps: Deps, ask: StepUpAsk): Promise<PendingStepUp> {
   const { task, identity, nowMs } = ask;
-  const open = await deps.approvals.findOpen(task.id, ask.grant, ask.ttlSeconds, nowMs);
-  if (open) return pendingView(open, effectiveStatus(open, nowMs) === 'approved' ? 'approved' : 'pending');
-
   const { pendingTtlSeconds, useWithinSeconds } = deps.config.approvals;
   // Never beyond the task: an approval for a task that has ended could never be used.
   const expiresAtMs = Math.min(nowMs + pendingTtlSeconds * 1000, task.expiresAtMs);
@@ -78,9 +75,17 @@ export async function requestStepUp(deps: Deps, ask: StepUpAsk): Promise<Pending
       policy: ask.policyReason,
     },
   });
-  await deps.approvals.create(approval, audit, expiresAtMs + useWithinSeconds * 1000);
+  // An open request of this task that covers this one (same grant, at least this TTL) is the answer instead.
+  const openId = await deps.approvals.create(approval, audit, expiresAtMs + useWithinSeconds * 1000);
+  if (openId) return openView(deps, openId, nowMs);
   deps.events.approvalRequested(approval);
   return pendingView(approval, 'pending');
+}
+
+async function openView(deps: Pick<Deps, 'approvals'>, id: string, nowMs: number) {
+  const open = await deps.approvals.get(id);
+  if (!open) throw new BrokerError('unavailable', 'the open approval request vanished; ask again');
+  return pendingView(open, effectiveStatus(open, nowMs) === 'approved' ? 'approved' : 'pending');
 }
 
 /**

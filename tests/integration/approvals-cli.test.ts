@@ -356,5 +356,8 @@ describe('tasklease approvals: approvers decide, agents wait', () => {
     expect(await exited(proc)).toBe(7);
     expect(existsSync(marker)).toBe(false);
     expect(proc.output()).toMatch(/approval \w+ still pending after 1 s; nothing was issued/);
+    // exec completed its task on giving up: the request can never be used, and it must not say otherwise.
+    expect(proc.output()).not.toContain('run this again to keep waiting');
+    expect(proc.output()).toContain('its task is completed, so it can no longer be used');
   });
 });

@@ -141,6 +141,34 @@ describe('step-up approvals', () => {
     });
   });
 
+  it("asking again answers the open request, also when the task's remaining time shortens the TTL", async () => {
+    // A task shorter than the grant's maximum: every call clamps the TTL to what remains of the task.
+    const taskId = (
+      await broker.call('POST', '/v1/tasks', agent, { purpose: 'hotfix', ticket: 'OPS-7', ttlSeconds: 300 })
+    ).body.taskId as string;
+    const first = await ask(agent, taskId, { grant: 'deploy' });
+    expect(first.status).toBe(202);
+    // Seconds pass: the task has less time left than when the request was made.
+    const { redis, keys } = broker.context;
+    const taskExpiresAtMs = Number(await redis.hget(keys.task(taskId), 'expiresAtMs'));
+    await redis.hset(keys.task(taskId), 'expiresAtMs', taskExpiresAtMs - 5_000);
+    const again = await ask(agent, taskId, { grant: 'deploy' });
+    expect(again).toMatchObject({ status: 202, body: { approvalId: first.body.approvalId } });
+    expect(await redis.scard(keys.taskApprovals(taskId))).toBe(1);
+  });
+
+  it('calls racing to ask for the same credential open one request between them', async () => {
+    const taskId = await declare(agent);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => ask(agent, taskId, { grant: 'deploy', ttlSeconds: 300 })),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(Array(20).fill(202));
+    expect(new Set(answers.map((answer) => answer.body.approvalId)).size).toBe(1);
+    const { redis, keys } = broker.context;
+    expect(await redis.scard(keys.taskApprovals(taskId))).toBe(1);
+    expect((await events('approval.requested')).filter((event) => event.task === taskId)).toHaveLength(1);
+  });
+
   it('tasklease task show tells who approved which credential, from the sealed audit log', async () => {
     const taskId = await declare(agent);
     const { approvalId } = (await ask(agent, taskId, { grant: 'deploy' })).body;

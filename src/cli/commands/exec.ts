@@ -260,6 +260,8 @@ async function exchangeAll(
     token: tokens.current,
     timeoutSeconds: options.approvalTimeoutSeconds,
     signal: guard.stopped,
+    // Giving up completes this exec's task, and another exec is another task: nothing resumes this wait.
+    resumable: false,
     onPending: (pending: { taskId?: string }) => (task.id ??= pending.taskId),
   };
   for (const grant of grants) {
