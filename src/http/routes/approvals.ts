@@ -33,11 +33,13 @@ async function viewWithTask(deps: BrokerDeps, approval: Approval, nowMs: number)
 }
 
 /** Re-reads a pending approval until it is decided or expires, the wait is over, or the caller hangs up. */
-async function waitWhilePending(deps: BrokerDeps, approval: Approval, req: Request, waitSeconds: number) {
+async function waitWhilePending(deps: BrokerDeps, approval: Approval, res: Response, waitSeconds: number) {
   const deadlineMs = deps.nowMs() + waitSeconds * 1000;
   let current = approval;
   const gone = new AbortController();
-  req.once('close', () => gone.abort());
+  // The response closing before it was sent is the caller hanging up (a request's own `close` only says its
+  // body was read): stop polling Redis for nobody.
+  res.once('close', () => gone.abort());
   while (effectiveStatus(current, deps.nowMs()) === 'pending' && deps.nowMs() < deadlineMs) {
     const aborted = await sleep(Math.min(POLL_MS, deadlineMs - deps.nowMs()), false, {
       signal: gone.signal,
@@ -82,7 +84,7 @@ export function approvalRoutes(deps: BrokerDeps): Router {
       const { waitSeconds } = getQuery.parse(req.query);
       const found = await deps.approvals.get(approvalId.parse(req.params.approvalId));
       if (!found) throw new BrokerError('not_found', 'no such approval');
-      const approval = waitSeconds > 0 ? await waitWhilePending(deps, found, req, waitSeconds) : found;
+      const approval = waitSeconds > 0 ? await waitWhilePending(deps, found, res, waitSeconds) : found;
       res.set('Cache-Control', 'no-store');
       res.json(await viewWithTask(deps, approval, deps.nowMs()));
     },
