@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../leases/keys';
 import { luaScript } from '../leases/lua-script';
+import { hashFields } from '../leases/redis';
 import { type Approval, type ApprovalKind, type ApprovalStatus } from './approval';
 
 /**
@@ -92,7 +93,7 @@ export const approvalFields = (approval: Approval): string[] => {
     target: approval.target,
     summary: approval.summary,
   };
-  return Object.entries(record).flatMap(([key, value]) => (value === undefined ? [] : [key, String(value)]));
+  return hashFields(record);
 };
 
 const optionalNumber = (value: string | undefined) => (value ? Number(value) : undefined);

@@ -3,6 +3,7 @@ import { approvalFields } from '../approvals/approval-store';
 import type { Approval } from '../approvals/approval';
 import type { RedisKeys } from '../leases/keys';
 import type { luaScript } from '../leases/lua-script';
+import { hashFields } from '../leases/redis';
 import { PROPOSE_RECORD, RECERTIFY_ENTITLEMENT, REVOKE_RECORD } from './record-scripts';
 import type { Enrolment, Entitlement } from './records';
 
@@ -10,11 +11,6 @@ import type { Enrolment, Entitlement } from './records';
 export const MAX_LISTED_RECORDS = 5000;
 /** Issuance considers at most this many unexpired entitlements of one grant (the longest-lived first). */
 const MAX_CANDIDATES = 1000;
-
-const toFields = (record: object): string[] =>
-  Object.entries(record).flatMap(([key, value]) =>
-    value === undefined || value === null ? [] : [key, String(value)],
-  );
 
 const optionalNumber = (value: string | undefined) => (value ? Number(value) : undefined);
 
@@ -80,7 +76,7 @@ export function createEntitlementStore(redis: Redis, keys: RedisKeys, options: {
     approval: Approval,
     auditEntry: string,
   ) {
-    const fields = toFields(record);
+    const fields = hashFields(record);
     const keyList = [
       recordKeys[0] as string,
       keys.approval(approval.id),

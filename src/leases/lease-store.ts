@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { identityKey, type Lease, type LeaseState } from '../domain/types';
 import type { RedisKeys } from './keys';
 import { luaScript } from './lua-script';
+import { hashFields } from './redis';
 
 /**
  * Writes a lease, its three indexes, its due-index entry and the task's active count in one atomic step,
@@ -153,7 +154,7 @@ const serialise = (lease: Lease): string[] => {
     credentialSha256: lease.credentialSha256,
     attempts: lease.attempts,
   };
-  return Object.entries(fields).flatMap(([key, value]) => (value === undefined ? [] : [key, String(value)]));
+  return hashFields(fields);
 };
 
 const parse = (hash: Record<string, string>): Lease | null => {
