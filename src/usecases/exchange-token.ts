@@ -3,7 +3,7 @@ import type { Identity, Task } from '../domain/types';
 import { bindJob, type JobBinding } from '../identity/job-binding';
 import type { BrokerDeps } from './deps';
 import { auditDeclared, authorizeDeclaration } from './declare-task';
-import { issueCredential } from './issue-credential';
+import { issueCredential, type IssueDeps } from './issue-credential';
 
 export interface ExchangeInput {
   /** The grant named by `audience`. */
@@ -17,23 +17,7 @@ export interface ExchangeInput {
   approvalId?: string;
 }
 
-type Deps = Pick<
-  BrokerDeps,
-  | 'config'
-  | 'tasks'
-  | 'leases'
-  | 'queue'
-  | 'policy'
-  | 'providers'
-  | 'audit'
-  | 'approvals'
-  | 'entitlements'
-  | 'exchangeReplay'
-  | 'signingKeys'
-  | 'events'
-  | 'nowMs'
-  | 'newId'
->;
+type Deps = IssueDeps & Pick<BrokerDeps, 'exchangeReplay' | 'signingKeys'>;
 
 /**
  * RFC 8693 for a CI job: verified subject token (by the caller) → its job → replay mark → the job's task,

@@ -23,7 +23,8 @@ export interface IssueCredentialInput {
   approvalId?: string;
 }
 
-type Deps = Pick<
+/** What issuing needs; token exchange, which issues, takes these and its own. */
+export type IssueDeps = Pick<
   BrokerDeps,
   | 'config'
   | 'tasks'
@@ -38,6 +39,7 @@ type Deps = Pick<
   | 'nowMs'
   | 'newId'
 >;
+type Deps = IssueDeps;
 
 /** A credential call's answer: the credential, or (202) the step-up request it waits on. */
 export type IssueResult = Awaited<ReturnType<typeof mint>> | { pending: PendingStepUp };
