@@ -1,6 +1,6 @@
 import type { StoredAuditEvent } from '../../src/audit/audit-log';
 import { runTasklease } from '../support/processes';
-import { startTestBroker, type TestBroker } from '../support/broker';
+import { DEFAULT_POLICIES, startTestBroker, type TestBroker } from '../support/broker';
 
 const DAY_MS = 86_400_000;
 
@@ -289,13 +289,8 @@ describe('entitlements: enrolment and grant approved apart, enforced at issuance
 });
 
 describe('entitlements: the hot path of ordinary grants does not look them up', () => {
-  let broker: TestBroker;
-  beforeAll(async () => {
-    broker = await startTestBroker();
-  });
-  afterAll(() => broker.close());
-
-  it('a grant without entitlement: required, under policies that never read context.entitled, issues without reading entitlements', async () => {
+  /** Issues one artifacts-read credential on `broker`; answers its status and how many lookups it made. */
+  async function issueCounting(broker: TestBroker) {
     const store = broker.context.deps.entitlements;
     const unexpiredForGrant = store.unexpiredForGrant;
     let lookups = 0;
@@ -309,10 +304,30 @@ describe('entitlements: the hot path of ordinary grants does not look them up', 
       const issued = await broker.call('POST', `/v1/tasks/${task.body.taskId}/credentials`, token, {
         grant: 'artifacts-read',
       });
-      expect(issued.status).toBe(201);
-      expect(lookups).toBe(0);
+      return { status: issued.status, lookups };
     } finally {
       store.unexpiredForGrant = unexpiredForGrant;
+    }
+  }
+
+  it('a grant without entitlement: required, under policies that never read context.entitled, issues without reading entitlements', async () => {
+    const broker = await startTestBroker();
+    try {
+      expect(await issueCounting(broker)).toEqual({ status: 201, lookups: 0 });
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('a policy that reads context.entitled makes the same grant look its entitlement up (and deny without one)', async () => {
+    const broker = await startTestBroker({
+      policies: `${DEFAULT_POLICIES}
+forbid(principal, action == Action::"issue", resource == Grant::"artifacts-read") unless { context.entitled };`,
+    });
+    try {
+      expect(await issueCounting(broker)).toEqual({ status: 403, lookups: 1 });
+    } finally {
+      await broker.close();
     }
   });
 });
