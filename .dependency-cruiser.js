@@ -1,9 +1,11 @@
 /**
- * The house has five floors and imports only go down (docs/architecture.md):
- *   entry points (wiring, cli) → transport (http, jobs) → use cases → capabilities → ground (domain, config)
+ * The house has six floors and imports only go down (docs/architecture.md):
+ *   entry points (wiring, cli) → transport (http, jobs) → use cases → capabilities → storage (redis)
+ *   → ground (domain, config)
  * and nothing anywhere imports in a cycle. CI runs this through `npm run lint`.
  */
 const ground = '^src/(domain|config)/';
+const storage = '^src/redis/';
 const capability =
   '^src/(identity|policy|signing|providers|leases|tasks|audit|observability|approvals|entitlements)/';
 const usecase = '^src/usecases/';
@@ -15,7 +17,8 @@ const below = (name, from, to) => ({ name, severity: 'error', from: { path: from
 module.exports = {
   forbidden: [
     { name: 'no-circular', severity: 'error', from: {}, to: { circular: true } },
-    below('ground-imports-nothing-above', ground, [capability, usecase, transport, entry].join('|')),
+    below('ground-imports-nothing-above', ground, [storage, capability, usecase, transport, entry].join('|')),
+    below('storage-imports-only-ground', storage, [capability, usecase, transport, entry].join('|')),
     below('capabilities-import-no-use-case-or-above', capability, [usecase, transport, entry].join('|')),
     below('use-cases-import-no-transport-or-entry', usecase, [transport, entry].join('|')),
     below('transport-imports-no-entry-point', transport, entry),

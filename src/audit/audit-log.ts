@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
-import type { RedisKeys } from '../leases/keys';
-import { luaScript } from '../leases/lua-script';
+import type { RedisClient } from '../redis/connection';
+import { NotReplicatedError, type DurableWrites } from '../redis/durable-writes';
+import type { RedisKeys } from '../redis/keys';
 import { streamIdKey } from './stream-ids';
 
 export type AuditType =
@@ -71,19 +71,6 @@ export interface StoredSeal {
   jws: string;
 }
 
-/**
- * Appends a seal only if the newest seal is still the one the sealer read (compare-and-set), so two sealers
- * can never both seal the same events: the loser's seal is dropped and it reads again.
- */
-const APPEND_SEAL = luaScript(`
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local newestId = ''
-if #newest > 0 then newestId = newest[1][1] end
-if newestId ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[1], ARGV[2], 'seal', ARGV[3])
-return 1
-`);
-
 const toEntries = (page: [string, string[]][]): RawAuditEntry[] =>
   page.map(([id, fields]) => ({ id, json: fields[1] ?? '' }));
 const toSeals = (page: [string, string[]][]): StoredSeal[] =>
@@ -100,10 +87,10 @@ const after = (id: string | undefined) => (id ? `(${id}` : '-');
 export const serializeAuditEvent = (event: AuditEvent): string => JSON.stringify(event);
 
 /**
- * Append-only log in a Redis Stream, oldest first. Appends stay one `XADD` (inside `CREATE_LEASE` for an
+ * Append-only log in a Redis Stream, oldest first. Appends stay one `XADD` (inside `createLease` for an
  * issuance); the sealer (audit-sealer.ts) chains and signs what was appended, in stream order, a moment later.
  */
-export function createAuditLog(redis: Redis, keys: RedisKeys) {
+export function createAuditLog(redis: RedisClient, keys: RedisKeys, durable: DurableWrites) {
   const entries = async (afterId: string | undefined, limit: number): Promise<RawAuditEntry[]> =>
     toEntries(await redis.xrange(keys.audit(), after(afterId), '+', 'COUNT', limit));
 
@@ -180,9 +167,26 @@ export function createAuditLog(redis: Redis, keys: RedisKeys) {
       return out;
     },
 
-    /** False when another sealer appended first (`previousSealId` is no longer the newest). */
-    async appendSeal(previousSealId: string, seal: StoredSeal): Promise<boolean> {
-      return (await APPEND_SEAL(redis, [keys.auditSeals()], [previousSealId, seal.id, seal.jws])) === 1;
+    /**
+     * Appends a seal only if `previousSealId` is still the newest (appendSeal-1.lua's compare-and-set):
+     * `raced` when another sealer appended first; `unconfirmed` when it was appended but fewer replicas than
+     * `broker.replicaAcks` confirmed it in time (a failover may still lose it).
+     */
+    async appendSeal(
+      previousSealId: string,
+      seal: StoredSeal,
+    ): Promise<'appended' | 'raced' | 'unconfirmed'> {
+      try {
+        const result = await durable.run(
+          'appendSeal',
+          [keys.auditSeals()],
+          [previousSealId, seal.id, seal.jws],
+        );
+        return result === 1 ? 'appended' : 'raced';
+      } catch (error) {
+        if (!(error instanceof NotReplicatedError)) throw error;
+        return error.result === 1 ? 'unconfirmed' : 'raced';
+      }
     },
 
     async query(filter: AuditFilter): Promise<StoredAuditEvent[]> {

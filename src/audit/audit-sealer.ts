@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { createLocalJWKSet } from 'jose';
-import type { RedisKeys } from '../leases/keys';
-import { luaScript } from '../leases/lua-script';
+import type { RedisClient } from '../redis/connection';
+import type { RedisKeys } from '../redis/keys';
+import { runScript } from '../redis/scripts';
 import type { SigningKeyRing } from '../signing/signing-keys';
 import { buildSeal, follows, GENESIS_CHAIN, signSeal, verifySeal } from './audit-chain';
 import type { AuditLog, StoredSeal } from './audit-log';
@@ -11,11 +11,6 @@ const BATCH = 1000;
 /** Per tick; a backlog larger than this (after an outage) is caught up over the next ticks. */
 const MAX_BATCHES_PER_TICK = 50;
 const LOCK_MS = 15_000;
-
-const RELEASE_LOCK = luaScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`);
 
 interface Head {
   id: string;
@@ -26,6 +21,14 @@ const GENESIS: Head = { id: '', lastSeq: 0, hash: GENESIS_CHAIN };
 
 /** The seals in Redis are not a continuation of what this process saw: someone rewrote the log. */
 export class AuditTamperError extends Error {}
+
+/** Seals this process saw that a failover took away, none of them confirmed on a replica. */
+export interface FailoverLoss {
+  /** The newest seal the replicas had confirmed (where Redis's log now carries on from). */
+  confirmed: { seq: number; id: string };
+  /** The newest seal this process had seen, now gone. */
+  lost: { seq: number; id: string };
+}
 
 export interface AuditSealer {
   /** Seals whatever is unsealed now; resolves to how many events it sealed. */
@@ -40,7 +43,7 @@ export interface AuditSealer {
  * issuance pays nothing for the chain; an event is unsealed for about one interval.
  */
 export function startAuditSealer(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: RedisKeys;
   audit: AuditLog;
   signingKeys: SigningKeyRing;
@@ -48,6 +51,13 @@ export function startAuditSealer(deps: {
   intervalMs: number;
   nowMs: () => number;
   onError: (error: unknown) => void;
+  /**
+   * True when seals are confirmed on replicas (`broker.replicaAcks` > 0). Then only a confirmed history must
+   * survive: seals a failover took before any replica confirmed them are a loss (`onFailoverLoss`), not
+   * tampering. False: every seal this process saw must survive (one Redis has nobody to confirm them).
+   */
+  replicasConfirm: boolean;
+  onFailoverLoss: (loss: FailoverLoss) => void;
   /** Each new seal: its last event's sequence number and the chain hash there, for the log outside Redis. */
   onSealed?: (head: { seq: number; id: string; hash: string; events: number }) => void;
 }): AuditSealer {
@@ -56,54 +66,77 @@ export function startAuditSealer(deps: {
   const log = keys.prefix;
   /** The newest seal this process has seen; the seals in Redis must carry on from it. */
   let known: Head | null = null;
+  /**
+   * The newest seal known to be on replicas: this process's own, confirmed by WAIT, or the head it found
+   * when it started (written before it came). Without replicas to confirm, every seal seen counts.
+   */
+  let confirmed: Head | null = null;
   let halted: AuditTamperError | null = null;
+  const same = (a: Head, b: Head) => a.id === b.id && a.hash === b.hash;
+
+  /** Do the seals after `from` verify, each carrying on from the one before, up to `head`? */
+  async function carriesOn(from: Head, head: Head): Promise<boolean> {
+    if (same(from, head)) return true;
+    let previous = from;
+    for (const seal of await audit.seals(from.id || undefined, 10_000)) {
+      const next = await verifySeal(seal, ownKeys).catch(() => null);
+      if (!next || !follows(next.payload, previous)) return false;
+      previous = { id: seal.id, lastSeq: next.payload.lastSeq, hash: next.payload.hash };
+      if (same(previous, head)) return true;
+    }
+    return false;
+  }
 
   /**
    * The head to seal after: the newest seal, checked. Fails closed (seals nothing more) when it is not the
    * broker's, or does not carry on from what this process saw: otherwise whoever can write to Redis could
-   * delete the seals, edit the events, and have the broker sign the edited history.
+   * delete the seals, edit the events, and have the broker sign the edited history. One exception, when
+   * replicas confirm seals: the log carries on from the newest *confirmed* seal, and only seals no replica
+   * had confirmed are gone. That is what a failover does (the promoted replica never got them), so it is
+   * reported as a loss and sealing continues; a confirmed seal that is gone or rewritten still halts it.
    */
   async function checkedHead(newest: StoredSeal | null): Promise<Head> {
-    if (!newest) {
-      if (known)
-        throw new AuditTamperError(
-          `the audit seals are gone from Redis (this process saw seal ${known.id}, event ${known.lastSeq})`,
-        );
-      return GENESIS;
+    let head = GENESIS;
+    if (newest) {
+      const { payload } = await verifySeal(newest, ownKeys).catch((error: Error) => {
+        throw new AuditTamperError(`the newest audit seal ${newest.id} does not verify: ${error.message}`);
+      });
+      if (payload.log !== log)
+        throw new AuditTamperError(`the newest audit seal belongs to log "${payload.log}"`);
+      head = { id: newest.id, lastSeq: payload.lastSeq, hash: payload.hash };
     }
-    const { payload } = await verifySeal(newest, ownKeys).catch((error: Error) => {
-      throw new AuditTamperError(`the newest audit seal ${newest.id} does not verify: ${error.message}`);
-    });
-    if (payload.log !== log)
-      throw new AuditTamperError(`the newest audit seal belongs to log "${payload.log}"`);
-    const head = { id: newest.id, lastSeq: payload.lastSeq, hash: payload.hash };
-    if (!known || (head.id === known.id && head.hash === known.hash)) return head;
-    // Sealed by another replica since: every seal after the one this process knew must carry on from it.
-    let previous: Head = known;
-    for (const seal of await audit.seals(known.id, 10_000)) {
-      const next = await verifySeal(seal, ownKeys).catch(() => null);
-      if (!next || !follows(next.payload, previous))
-        throw new AuditTamperError(
-          `audit seal ${seal.id} does not carry on from seal ${previous.id} (event ${previous.lastSeq})`,
-        );
-      previous = { id: seal.id, lastSeq: next.payload.lastSeq, hash: next.payload.hash };
+    if (!known || (await carriesOn(known, head))) return head;
+    if (deps.replicasConfirm && confirmed && (await carriesOn(confirmed, head))) {
+      deps.onFailoverLoss({
+        confirmed: { seq: confirmed.lastSeq, id: confirmed.id },
+        lost: { seq: known.lastSeq, id: known.id },
+      });
+      return head;
     }
-    if (previous.id !== head.id)
-      throw new AuditTamperError(`the audit seals after seal ${known.id} were rewritten`);
-    return head;
+    if (!newest)
+      throw new AuditTamperError(
+        `the audit seals are gone from Redis (this process saw seal ${known.id}, event ${known.lastSeq})`,
+      );
+    throw new AuditTamperError(
+      `the audit seals after seal ${known.id} (event ${known.lastSeq}) were rewritten: seal ${head.id} does not carry on from it`,
+    );
   }
 
   async function sealBatch(): Promise<number> {
     const newest = await audit.newestSeal();
     const previous = await checkedHead(newest);
-    known = previous.id ? previous : known;
+    known = previous;
+    // The head found at start was there before this process: confirmed as far as it can tell.
+    if (!deps.replicasConfirm || !confirmed) confirmed = previous;
     const entries = await audit.entries(newest?.id, BATCH);
     if (entries.length === 0) return 0;
     const seal = buildSeal(log, previous, entries, deps.nowMs());
     const jws = await signSeal(deps.signingKeys, deps.brokerIssuer, seal);
+    const appended = await audit.appendSeal(newest?.id ?? '', { id: seal.lastId, jws });
     // Lost the race to another sealer: it sealed these; nothing to do until the next tick.
-    if (!(await audit.appendSeal(newest?.id ?? '', { id: seal.lastId, jws }))) return 0;
+    if (appended === 'raced') return 0;
     known = { id: seal.lastId, lastSeq: seal.lastSeq, hash: seal.hash };
+    if (appended === 'appended' || !deps.replicasConfirm) confirmed = known;
     deps.onSealed?.({ seq: seal.lastSeq, id: seal.lastId, hash: seal.hash, events: entries.length });
     return entries.length;
   }
@@ -124,7 +157,7 @@ export function startAuditSealer(deps: {
         if (count < BATCH) break;
       }
     } finally {
-      await RELEASE_LOCK(redis, [keys.auditSealLock()], [token]);
+      await runScript(redis, 'releaseLock', [keys.auditSealLock()], [token]);
     }
     return sealed;
   }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { describeIssues, ConfigError } from './load-config';
+import { parseRedisTarget, RedisTargetError, type RedisTarget } from './redis-target';
 
 /**
  * The process environment, read once here and nowhere else. Secrets (signing keys) come only from here
@@ -7,10 +8,12 @@ import { describeIssues, ConfigError } from './load-config';
  */
 const envSchema = z.object({
   TASKLEASE_CONFIG: z.string().min(1).optional(),
-  REDIS_URL: z
-    .string()
-    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
-    .optional(),
+  /** The topology and its addresses (config/redis-target.ts); parsed with the two passwords below. */
+  REDIS_URL: z.string().min(1).optional(),
+  /** The data nodes' password, when REDIS_URL holds none (a secret: never logged). */
+  REDIS_PASSWORD: z.string().min(1).optional(),
+  /** The sentinels' password (redis+sentinel:// only; a secret: never logged). */
+  REDIS_SENTINEL_PASSWORD: z.string().min(1).optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
   WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
@@ -41,12 +44,24 @@ const envSchema = z.object({
   TASKLEASE_DEV_DIR: z.string().min(1).default('.tasklease'),
 });
 
-export type Env = z.output<typeof envSchema>;
+export type Env = z.output<typeof envSchema> & {
+  /** REDIS_URL with the passwords, parsed once; undefined when REDIS_URL is unset. */
+  redis: RedisTarget | undefined;
+};
 
 export function readEnv(source: NodeJS.ProcessEnv = process.env): Env {
   const result = envSchema.safeParse(source);
   if (!result.success) throw new ConfigError(`invalid environment:\n${describeIssues(result.error)}`);
-  return Object.freeze(result.data);
+  const { REDIS_URL, REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD } = result.data;
+  try {
+    const redis = REDIS_URL
+      ? parseRedisTarget(REDIS_URL, { password: REDIS_PASSWORD, sentinelPassword: REDIS_SENTINEL_PASSWORD })
+      : undefined;
+    return Object.freeze({ ...result.data, redis });
+  } catch (error) {
+    if (error instanceof RedisTargetError) throw new ConfigError(`invalid environment:\n${error.message}`);
+    throw error;
+  }
 }
 
 /** One variable named at run time (`tasklease exec --token-env NAME`); everything else goes through readEnv. */

@@ -260,10 +260,28 @@ export const configSchema = z
       .strictObject({
         /** `iss` of broker-signed JWTs and task records. */
         issuer: z.string().min(1).default('tasklease'),
+        /**
+         * Put before every key. Omitted: `tl:`, or `{tl}:` on Redis Cluster, where the prefix must carry a hash
+         * tag so every key shares one slot (checked at start-up, where the topology is known).
+         */
         redisPrefix: z
           .string()
-          .regex(/^[A-Za-z0-9:_-]{1,32}$/)
-          .default('tl:'),
+          .regex(/^[A-Za-z0-9:_{}-]{1,32}$/, 'letters, digits, ":", "_", "-" and a {hash tag}')
+          .optional(),
+        /**
+         * Replicas (Redis `WAIT`) that must hold each lease write, task completion, revocation request and
+         * settlement before it counts: the credential leaves, the revocation is answered. 0 = the primary's
+         * word alone. On a timeout the minted credential is revoked and the caller gets 503 not_replicated.
+         */
+        replicaAcks: z.number().int().min(0).max(16).default(0),
+        replicaAckTimeoutMs: z.number().int().min(10).max(10_000).default(500),
+        /**
+         * How long this process keeps its lease writes to re-apply them after the primary changes (a failover
+         * or a restart): a write a replica acknowledged may still be missing from the replica that was promoted.
+         */
+        failoverReplaySeconds: z.number().int().min(0).max(600).default(60),
+        /** At most this many writes are kept for that (the oldest go first). */
+        failoverReplayMaxWrites: z.number().int().min(0).max(1_000_000).default(100_000),
         defaultTaskTtlSeconds: seconds(7 * 86400).default(3600),
         maxTaskTtlSeconds: seconds(7 * 86400).default(86400),
         /** Cap on active leases across the broker; beyond it, issuance answers 429. */

@@ -1,10 +1,9 @@
-import type { Redis } from 'ioredis';
 import { approvalFields } from '../approvals/approval-store';
 import type { Approval } from '../approvals/approval';
-import type { RedisKeys } from '../leases/keys';
-import type { luaScript } from '../leases/lua-script';
-import { hashFields } from '../leases/redis';
-import { PROPOSE_RECORD, RECERTIFY_ENTITLEMENT, REVOKE_RECORD } from './record-scripts';
+import type { RedisClient } from '../redis/connection';
+import { hashFields } from '../redis/hash-fields';
+import type { RedisKeys } from '../redis/keys';
+import { runScript, type ScriptName } from '../redis/scripts';
 import type { Enrolment, Entitlement } from './records';
 
 /** Listings answer at most this many records: an inventory for people, not an archive (the audit log is). */
@@ -47,10 +46,18 @@ function parseEntitlement(hash: Record<string, string>): Entitlement | null {
 
 export type EntitlementStore = ReturnType<typeof createEntitlementStore>;
 
-/** Enrolments and entitlements in Redis; their status is derived from their approvals (records.ts). */
-export function createEntitlementStore(redis: Redis, keys: RedisKeys, options: { retentionSeconds: number }) {
-  const run = async (script: ReturnType<typeof luaScript>, keyList: string[], args: (string | number)[]) =>
-    (await script(redis, keyList, args)) as string;
+/**
+ * Enrolments and entitlements in Redis; their status is derived from their approvals (records.ts). A
+ * proposal writes the record, its approval and the audit event in one step (proposeRecord-var.lua), like a
+ * step-up request (createApproval-var.lua).
+ */
+export function createEntitlementStore(
+  redis: RedisClient,
+  keys: RedisKeys,
+  options: { retentionSeconds: number },
+) {
+  const run = async (name: ScriptName, keyList: string[], args: (string | number)[]) =>
+    String(await runScript(redis, name, keyList, args));
   const keyExpireAtMs = (expiresAtMs: number) => expiresAtMs + options.retentionSeconds * 1000;
 
   async function readMany<T>(
@@ -98,7 +105,7 @@ export function createEntitlementStore(redis: Redis, keys: RedisKeys, options: {
       ...fields,
       ...approvalFields(approval),
     ];
-    if ((await run(PROPOSE_RECORD, keyList, args)) !== 'ok') throw new Error(`record ${record.id} exists`);
+    if ((await run('proposeRecord', keyList, args)) !== 'ok') throw new Error(`record ${record.id} exists`);
   }
 
   return {
@@ -156,7 +163,7 @@ export function createEntitlementStore(redis: Redis, keys: RedisKeys, options: {
       auditEntry: string,
     ) {
       const key = kind === 'enrolment' ? keys.enrolment(id) : keys.entitlement(id);
-      return run(REVOKE_RECORD, [key, keys.audit()], [atMs, by, reason, auditEntry]);
+      return run('revokeRecord', [key, keys.audit()], [atMs, by, reason, auditEntry]);
     },
 
     /** 'ok', 'missing', 'revoked' or 'expired'. */
@@ -166,7 +173,7 @@ export function createEntitlementStore(redis: Redis, keys: RedisKeys, options: {
       auditEntry: string,
     ) {
       return run(
-        RECERTIFY_ENTITLEMENT,
+        'recertifyEntitlement',
         [
           keys.entitlement(entitlement.id),
           keys.entitlements(),

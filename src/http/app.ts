@@ -1,5 +1,5 @@
 import express, { type Express } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection';
 import type { VerifyBreakGlass } from '../identity/break-glass';
 import type { VerifyAttestation } from '../identity/verify-attestation';
 import type { Logger } from '../observability/logger';
@@ -11,7 +11,8 @@ import { assertAdminRoutesGated } from './admin-gate';
 import { authenticate, authenticateAdmin, refusingBreakGlass } from './authenticate';
 import { errorHandler, notFound } from './errors';
 import { createRateLimit, rateLimitMiddleware } from './rate-limit';
-import type { RedisKeys } from '../leases/keys';
+import type { RedisKeys } from '../redis/keys';
+import type { PrimaryWatch } from '../redis/primary-watch';
 import { ADMIN_PATHS, adminRoutes } from './routes/admin';
 import { APPROVAL_PATHS, approvalRoutes } from './routes/approvals';
 import { auditExportRoutes } from './routes/audit-export';
@@ -28,7 +29,8 @@ export interface AppDeps {
   /** Break-glass tokens (config `breakGlass`), accepted on admin routes only. */
   breakGlass: VerifyBreakGlass;
   inspectToken: TokenInspector;
-  redis: Redis;
+  redis: RedisClient;
+  primary: PrimaryWatch;
   metrics: Metrics;
   logger: Logger;
 }
@@ -77,7 +79,9 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
-  app.use(systemRoutes({ redis: deps.redis, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }));
+  app.use(
+    systemRoutes({ primary: deps.primary, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }),
+  );
   app.use(oauthRoutes(deps.broker, deps.inspectToken, auth));
   app.use(tokenExchangeRoutes(deps.broker, verify, deps.logger, rateLimit));
   app.use(taskRoutes(deps.broker));

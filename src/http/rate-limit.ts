@@ -1,9 +1,9 @@
 import type { RequestHandler, Response } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { BrokerError } from '../domain/errors';
 import { identityKey, type AdminCaller } from '../domain/types';
-import type { RedisKeys } from '../leases/keys';
+import type { RedisKeys } from '../redis/keys';
 import { callerOf } from './authenticate';
 
 /**
@@ -18,7 +18,7 @@ export type RateLimit = (caller: Pick<AdminCaller, 'issuer' | 'subject'>, res: R
  * Redis call. When Redis fails the request fails with it (503), as everything else would.
  */
 export function createRateLimit(
-  redis: Redis,
+  redis: RedisClient,
   keys: RedisKeys,
   perMinute: number | undefined,
 ): RateLimit | null {

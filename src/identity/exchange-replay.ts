@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import type { RedisKeys } from '../leases/keys';
+import type { RedisClient } from '../redis/connection';
+import type { RedisKeys } from '../redis/keys';
 
 /**
  * One exchange per subject token and grant (RFC 8693 leaves replay to the server; a CI token is a bearer
@@ -12,7 +12,7 @@ export interface ExchangeReplay {
   giveBack(tokenSha256: string, grant: string): Promise<void>;
 }
 
-export function createExchangeReplay(redis: Redis, keys: RedisKeys): ExchangeReplay {
+export function createExchangeReplay(redis: RedisClient, keys: RedisKeys): ExchangeReplay {
   return {
     async take(tokenSha256, grant, tokenExpiresAtMs, nowMs) {
       // Kept past the token's exp by a margin: a verifier with clock skew may still accept it a little longer.

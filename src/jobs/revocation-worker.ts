@@ -1,9 +1,9 @@
 import { UnrecoverableError, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { REVOCATION_QUEUE, type RedisKeys } from '../leases/keys';
+import type { RedisClient } from '../redis/connection';
+import { REVOCATION_QUEUE, type RedisKeys } from '../redis/keys';
 import type { RevocationJob, RevocationQueue } from '../leases/revocation-queue';
 import { RevocationRefusedError } from '../providers/provider';
-import type { BrokerDeps } from '../usecases/deps';
+import type { WorkerDeps } from '../usecases/deps';
 import { settleLease } from '../usecases/settle-lease';
 
 /**
@@ -15,10 +15,10 @@ export const LOCK_MS = 5_000;
 export const STALLED_CHECK_MS = 2_500;
 
 export function startRevocationWorker(
-  deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'> & {
+  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'> & {
     queue: Pick<RevocationQueue, 'cancelExpiry'>;
   },
-  connection: Redis,
+  connection: RedisClient,
   keys: RedisKeys,
 ) {
   const worker = new Worker<RevocationJob>(
@@ -43,6 +43,9 @@ export function startRevocationWorker(
       lockDuration: LOCK_MS,
       stalledInterval: STALLED_CHECK_MS,
       maxStalledCount: 10,
+      // After a Redis error the fetch loop tries again in a second (BullMQ's default is 15 s): revocations
+      // resume soon after a failover.
+      runRetryDelay: 1_000,
       autorun: true,
     },
   );

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import type { RedisKeys } from '../leases/keys';
+import type { RedisClient } from '../redis/connection';
+import type { RedisKeys } from '../redis/keys';
 import type { LeaseStore } from '../leases/lease-store';
 import { expiryJobId, revokeJobId, type RevocationQueue } from '../leases/revocation-queue';
 
@@ -7,7 +7,7 @@ const BATCH = 1000;
 const MAX_PAGES = 10;
 
 export interface SweeperDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: RedisKeys;
   leases: Pick<LeaseStore, 'dueIds' | 'purgeSettled'>;
   queue: Pick<RevocationQueue, 'queue'>;
@@ -60,16 +60,40 @@ async function requeue(deps: SweeperDeps, ids: string[]): Promise<void> {
   await deps.queue.queue.addBulk(jobs);
 }
 
+/** After consecutive failures (Redis down, a failover) the sweeper waits longer, up to this, between tries. */
+const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * Sweeps every `intervalMs`; while sweeps fail it backs off (doubling, up to 30 s) so an outage costs a
+ * log line now and then, not one a second from every worker. The first sweep after recovery resets it.
+ */
 export function startSweeper(deps: SweeperDeps): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   let stopped = false;
-  const timer = setInterval(() => {
-    running = running.then(() => (stopped ? 0 : sweepOnce(deps).catch(deps.onError)));
-  }, deps.intervalMs);
+  let failures = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = () => {
+    const delayMs = Math.min(MAX_BACKOFF_MS, deps.intervalMs * 2 ** failures);
+    timer = setTimeout(tick, failures === 0 ? deps.intervalMs : delayMs);
+  };
+  const tick = () => {
+    running = sweepOnce(deps)
+      .then(
+        () => (failures = 0),
+        (error: unknown) => {
+          failures = Math.min(failures + 1, 16);
+          deps.onError(error);
+        },
+      )
+      .finally(() => {
+        if (!stopped) schedule();
+      });
+  };
+  schedule();
   return {
     async stop() {
       stopped = true;
-      clearInterval(timer);
+      clearTimeout(timer);
       await running;
     },
   };

@@ -1,134 +1,11 @@
-import type { Redis } from 'ioredis';
 import { identityKey, type Lease, type LeaseState } from '../domain/types';
-import type { RedisKeys } from './keys';
-import { luaScript } from './lua-script';
-import { hashFields } from './redis';
+import type { RedisClient } from '../redis/connection';
+import type { DurableWrites } from '../redis/durable-writes';
+import { hashFields } from '../redis/hash-fields';
+import type { RedisKeys } from '../redis/keys';
+import { queueScript } from '../redis/scripts';
 
-/**
- * Writes a lease, its three indexes, its due-index entry and the task's active count in one atomic step,
- * only if the task is still open, the lease cap is not reached and the lease does not exist yet — and, in the
- * same step, the audit entry that records it (so a lease never exists without its `credential.issued`).
- * Quotas (0 = none): unsettled leases in total, per task, per identity.
- * A step-up approval, when one is presented, is used up in the same step: it must still be approved and
- * unexpired, so two calls racing with one approval get one lease between them.
- * KEYS: lease, task, taskLeases, identityLeases, grantLeases, due, audit, identityActive[, approval, approvalsDue]
- * ARGV: cap, nowMs, expiresAtMs, id, auditEntry, identityCap, taskCap, approvalId ('' = none), fields...
- */
-const CREATE_LEASE = luaScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return 'task_not_open' end
-if tonumber(redis.call('HGET', KEYS[2], 'expiresAtMs')) <= tonumber(ARGV[2]) then return 'task_not_open' end
-if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[1]) then return 'cap' end
-local taskCap = tonumber(ARGV[7])
-if taskCap > 0 and tonumber(redis.call('HGET', KEYS[2], 'activeLeases') or '0') >= taskCap then return 'task_cap' end
-local identityCap = tonumber(ARGV[6])
-if identityCap > 0 and redis.call('SCARD', KEYS[8]) >= identityCap then return 'identity_cap' end
-if ARGV[8] ~= '' then
-  local a = redis.call('HMGET', KEYS[9], 'status', 'expiresAtMs')
-  if a[1] ~= 'approved' then return 'approval_' .. (a[1] or 'missing') end
-  if tonumber(a[2]) <= tonumber(ARGV[2]) then return 'approval_expired' end
-  redis.call('HSET', KEYS[9], 'status', 'used', 'usedAtMs', ARGV[2], 'leaseId', ARGV[4])
-  redis.call('ZREM', KEYS[10], ARGV[8])
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
-redis.call('SADD', KEYS[3], ARGV[4])
-local taskTtl = redis.call('PTTL', KEYS[2])
-if taskTtl > 0 then redis.call('PEXPIRE', KEYS[3], taskTtl) end
-redis.call('SADD', KEYS[4], ARGV[4])
-redis.call('SADD', KEYS[5], ARGV[4])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
-redis.call('HINCRBY', KEYS[2], 'activeLeases', 1)
-redis.call('SADD', KEYS[8], ARGV[4])
-redis.call('XADD', KEYS[7], '*', 'event', ARGV[5])
-return 'ok'`);
-
-/**
- * Settles a lease (revoked or expired) once: state, what revocation did, out of the due and irrevocable
- * indexes, into the settled index (purged after the retention period), the task's active count down.
- * KEYS: lease, due, irrevocable, task, settled, identityUnsettled
- * ARGV: id, state, revocation, nowMs, reason, revocationDetail
- */
-const SETTLE_LEASE = luaScript(`
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if state == 'revoked' or state == 'expired' or state == 'force-closed' then return 'already' end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'revocation', ARGV[3], 'revokedAtMs', ARGV[4])
-if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'revokeReason') then
-  redis.call('HSET', KEYS[1], 'revokeReason', ARGV[5])
-end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'revocationDetail', ARGV[6]) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'activeLeases', -1) end
-redis.call('SREM', KEYS[6], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
-return 'settled'`);
-
-/**
- * Deletes settled leases older than the retention cut-off, with their index entries.
- * KEYS: settled   ARGV: cutoffMs, limit, keyPrefix
- */
-const PURGE_SETTLED = luaScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local p = ARGV[3]
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', p .. 'lease:' .. id, 'taskId', 'issuer', 'subject', 'grant')
-  if f[1] then
-    redis.call('SREM', p .. 'task-leases:' .. f[1], id)
-    redis.call('SREM', p .. 'identity-leases:' .. f[2] .. '/' .. f[3], id)
-    redis.call('SREM', p .. 'grant-leases:' .. f[4], id)
-  end
-  redis.call('DEL', p .. 'lease:' .. id)
-  redis.call('ZREM', KEYS[1], id)
-end
-return #ids`);
-
-/**
- * Moves an active (or irrevocable) lease to revoking and makes it due now, so the sweeper re-queues it if
- * the revocation job is lost. Answers 'started', or the state that prevented it.
- * With `force` ('1'), the lease (also one already revoking) is marked so the worker force-closes it if the
- * backend refuses.
- * KEYS: lease, due   ARGV: id, nowMs, reason, force
- */
-const MARK_REVOKING = luaScript(`
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if ARGV[4] == '1' and (state == 'active' or state == 'irrevocable' or state == 'revoking') then
-  redis.call('HSET', KEYS[1], 'forced', '1')
-end
-if state == 'revoking' and ARGV[4] == '1' then return 'forced' end
-if state ~= 'active' and state ~= 'irrevocable' then return state end
-redis.call('HSET', KEYS[1], 'state', 'revoking', 'revokeReason', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 'started'`);
-
-/**
- * Answers 'became' when the lease was not irrevocable before (on-call hears of it once), 'still' when it
- * was, 'settled' when it settled meanwhile.
- * KEYS: lease, due, irrevocable   ARGV: id, nowMs, retryAtMs, error
- */
-const MARK_IRREVOCABLE = luaScript(`
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'revoked' or state == 'expired' or state == 'force-closed' then return 'settled' end
-redis.call('HSET', KEYS[1], 'state', 'irrevocable', 'lastError', ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
-if state == 'irrevocable' then return 'still' end
-return 'became'`);
-
-/**
- * An on-call "retry now" of an irrevocable lease: it stays irrevocable (its reason and actor untouched, and a
- * retry that fails again does not page again) and becomes due now, so the sweeper re-queues its job if the
- * one queued with this call is lost. Answers 'retrying', or the state that prevented it.
- * KEYS: lease, due   ARGV: id, nowMs
- */
-const MARK_RETRY = luaScript(`
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if state ~= 'irrevocable' then return state end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 'retrying'`);
-
+/** The answers of createLease (src/redis/scripts/createLease-10.lua). */
 export type CreateLeaseResult =
   | 'ok'
   | 'exists'
@@ -192,9 +69,31 @@ export interface LeaseSelector {
 
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
 
-export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { retentionSeconds: number }) {
-  const run = async (script: ReturnType<typeof luaScript>, keyList: string[], args: (string | number)[]) =>
-    (await script(redis, keyList, args)) as string;
+/**
+ * Leases in Redis. Every write that decides a lease's fate (created, revocation requested, irrevocable,
+ * settled) is a script that goes through `durable`: confirmed by the replicas `broker.replicaAcks` asks for,
+ * and kept to re-apply after a failover (src/redis/durable-writes.ts).
+ */
+export function createLeaseStore(
+  redis: RedisClient,
+  keys: RedisKeys,
+  durable: DurableWrites,
+  options: { retentionSeconds: number },
+) {
+  const run = async (...call: Parameters<DurableWrites['run']>) => String(await durable.run(...call));
+  /** The keys createLease and restoreLease take; without an approval its key is named but never touched. */
+  const createKeys = (lease: Lease, approvalId: string | undefined) => [
+    keys.lease(lease.id),
+    keys.task(lease.taskId),
+    keys.taskLeases(lease.taskId),
+    keys.identityLeases(identityKey(lease.issuer, lease.subject)),
+    keys.grantLeases(lease.grant),
+    keys.due(),
+    keys.audit(),
+    keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
+    keys.approval(approvalId ?? ''),
+    keys.approvalsDue(),
+  ];
 
   return {
     /** `auditEntry`: the serialised audit event appended with the lease (see audit/audit-log.ts). */
@@ -210,17 +109,6 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         approvalId?: string;
       },
     ): Promise<CreateLeaseResult> {
-      const keyList = [
-        keys.lease(lease.id),
-        keys.task(lease.taskId),
-        keys.taskLeases(lease.taskId),
-        keys.identityLeases(identityKey(lease.issuer, lease.subject)),
-        keys.grantLeases(lease.grant),
-        keys.due(),
-        keys.audit(),
-        keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
-      ];
-      if (options.approvalId) keyList.push(keys.approval(options.approvalId), keys.approvalsDue());
       const { maxActiveLeases, nowMs, auditEntry } = options;
       const args = [
         maxActiveLeases,
@@ -233,12 +121,12 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         options.approvalId ?? '',
         ...serialise(lease),
       ];
-      return (await run(CREATE_LEASE, keyList, args)) as CreateLeaseResult;
+      return (await run('createLease', createKeys(lease, options.approvalId), args)) as CreateLeaseResult;
     },
 
     /**
      * A cheap look before minting, so an identity at its quota does not make the backend mint credentials
-     * that are then thrown away. CREATE_LEASE checks again, atomically: this one only saves work.
+     * that are then thrown away. createLease checks again, atomically: this one only saves work.
      */
     async quotaReached(
       lease: Pick<Lease, 'taskId' | 'issuer' | 'subject'>,
@@ -283,14 +171,14 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
 
     async markRevoking(leaseId: string, reason: string, nowMs: number, force = false): Promise<string> {
       return run(
-        MARK_REVOKING,
+        'markRevoking',
         [keys.lease(leaseId), keys.due()],
         [leaseId, nowMs, reason, force ? '1' : '0'],
       );
     },
 
     markRetry: (leaseId: string, nowMs: number) =>
-      run(MARK_RETRY, [keys.lease(leaseId), keys.due()], [leaseId, nowMs]),
+      run('markRetry', [keys.lease(leaseId), keys.due()], [leaseId, nowMs]),
 
     async settle(
       lease: Pick<Lease, 'id' | 'taskId' | 'issuer' | 'subject'>,
@@ -312,13 +200,34 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
         keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
       ];
       const { state, revocation, reason = '', detail = '' } = outcome;
-      return run(SETTLE_LEASE, keyList, [leaseId, state, revocation, nowMs, reason, detail]);
+      return run('settleLease', keyList, [leaseId, state, revocation, nowMs, reason, detail]);
     },
 
-    /** Drops settled leases past the retention period; returns how many went. */
+    /** Drops settled leases past the retention period, with their index entries; returns how many went. */
     async purgeSettled(nowMs: number, limit: number): Promise<number> {
       const cutoffMs = nowMs - options.retentionSeconds * 1000;
-      return Number(await PURGE_SETTLED(redis, [keys.settled()], [cutoffMs, limit, keys.prefix]));
+      const ids = await redis.zrangebyscore(keys.settled(), '-inf', cutoffMs, 'LIMIT', 0, limit);
+      if (ids.length === 0) return 0;
+      // Two round trips: read what names each lease's index keys, then delete each (re-checked in the script).
+      const reads = redis.pipeline();
+      for (const id of ids) reads.hmget(keys.lease(id), 'taskId', 'issuer', 'subject', 'grant');
+      const fields = ((await reads.exec()) ?? []).map(([, reply]) => (reply ?? []) as (string | null)[]);
+      const purge = redis.pipeline();
+      ids.forEach((id, index) => {
+        const [taskId, issuer, subject, grant] = (fields[index] ?? []).map((value) => value ?? '');
+        const leaseKeys = [
+          keys.settled(),
+          keys.lease(id),
+          keys.taskLeases(taskId ?? ''),
+          keys.identityLeases(identityKey(issuer ?? '', subject ?? '')),
+          keys.grantLeases(grant ?? ''),
+        ];
+        queueScript(purge, 'purgeSettledLease', leaseKeys, [id, cutoffMs]);
+      });
+      const replies = (await purge.exec()) ?? [];
+      const failed = replies.find(([error]) => error);
+      if (failed) throw failed[0];
+      return ids.length;
     },
 
     async recordFailure(leaseId: string, error: string): Promise<void> {
@@ -331,7 +240,7 @@ export function createLeaseStore(redis: Redis, keys: RedisKeys, options: { reten
 
     async markIrrevocable(leaseId: string, error: string, nowMs: number, retryAtMs: number): Promise<string> {
       return run(
-        MARK_IRREVOCABLE,
+        'markIrrevocable',
         [keys.lease(leaseId), keys.due(), keys.irrevocable()],
         [leaseId, nowMs, retryAtMs, error],
       );

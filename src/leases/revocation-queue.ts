@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { REVOCATION_QUEUE, type RedisKeys } from './keys';
+import type { RedisClient } from '../redis/connection';
+import { REVOCATION_QUEUE, type RedisKeys } from '../redis/keys';
 
 export interface RevocationJob {
   leaseId: string;
@@ -21,7 +21,11 @@ export const revokeJobId = (leaseId: string) => `revoke-${leaseId}`;
 
 export type RevocationQueue = ReturnType<typeof createRevocationQueue>;
 
-export function createRevocationQueue(connection: Redis, keys: RedisKeys, options: RevocationQueueOptions) {
+export function createRevocationQueue(
+  connection: RedisClient,
+  keys: RedisKeys,
+  options: RevocationQueueOptions,
+) {
   const queue = new Queue<RevocationJob>(REVOCATION_QUEUE, {
     connection,
     prefix: keys.bullPrefix(),

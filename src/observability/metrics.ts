@@ -77,6 +77,26 @@ export function createMetrics(counts: {
       help: '1 when this process stopped sealing because the seals in Redis were rewritten (see the error log)',
       registers: [registry],
     }),
+    primaryChanges: new Counter({
+      name: 'tasklease_redis_primary_changes_total',
+      help: 'Times the Redis primary this process writes to changed (a failover, or a restart anew)',
+      registers: [registry],
+    }),
+    writesReapplied: new Counter({
+      name: 'tasklease_failover_writes_reapplied_total',
+      help: 'Writes re-applied after a primary change because the new primary did not have them',
+      registers: [registry],
+    }),
+    notReplicated: new Counter({
+      name: 'tasklease_replica_ack_timeouts_total',
+      help: 'Writes fewer replicas than broker.replicaAcks confirmed in time',
+      registers: [registry],
+    }),
+    auditFailoverLosses: new Counter({
+      name: 'tasklease_audit_failover_losses_total',
+      help: 'Times a failover took audit seals no replica had confirmed (sealing went on from the confirmed head)',
+      registers: [registry],
+    }),
     activeLeases: new Gauge({
       name: 'tasklease_active_leases',
       help: 'Unsettled leases (active, revoking, irrevocable)',

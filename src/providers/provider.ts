@@ -69,3 +69,7 @@ export interface CredentialProvider {
 }
 
 export type ProviderRegistry = ReadonlyMap<ProviderKind, CredentialProvider>;
+
+/** What revoking needs of a provider: the worker holds only this (its JWT half has no signing keys). */
+export type CredentialRevoker = Pick<CredentialProvider, 'kind' | 'revocationSemantics' | 'revoke'>;
+export type RevokerRegistry = ReadonlyMap<ProviderKind, CredentialRevoker>;

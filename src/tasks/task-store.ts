@@ -1,22 +1,8 @@
-import type { Redis } from 'ioredis';
 import type { Task, TaskOutcome } from '../domain/types';
-import type { RedisKeys } from '../leases/keys';
-import { luaScript } from '../leases/lua-script';
-
-/** Creates a task unless it exists. KEYS: task   ARGV: expireAtSeconds, field, value, ... */
-const CREATE_TASK_IF_ABSENT = luaScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIREAT', KEYS[1], ARGV[1])
-return 'created'`);
-
-/** Closes an open task once. KEYS: task   ARGV: outcome, summary, nowMs */
-const COMPLETE_TASK = luaScript(`
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if state ~= 'open' then return 'already' end
-redis.call('HSET', KEYS[1], 'state', 'completed', 'outcome', ARGV[1], 'summary', ARGV[2], 'completedAtMs', ARGV[3])
-return 'completed'`);
+import type { RedisClient } from '../redis/connection';
+import type { DurableWrites } from '../redis/durable-writes';
+import type { RedisKeys } from '../redis/keys';
+import { runScript } from '../redis/scripts';
 
 export interface StoredTask extends Task {
   activeLeases: number;
@@ -67,7 +53,13 @@ const fields = (task: Task): Record<string, string | number> => ({
 
 export type TaskStore = ReturnType<typeof createTaskStore>;
 
-export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retentionSeconds: number }) {
+/** Tasks in Redis; completing one goes through `durable` (replicas confirm it; re-applied after a failover). */
+export function createTaskStore(
+  redis: RedisClient,
+  keys: RedisKeys,
+  durable: DurableWrites,
+  options: { retentionSeconds: number },
+) {
   const expireAtSeconds = (task: Task) => Math.ceil(task.expiresAtMs / 1000) + options.retentionSeconds;
   return {
     async create(task: Task): Promise<void> {
@@ -78,7 +70,8 @@ export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retent
     /** For tasks with a deterministic id (a CI job's): the first of concurrent creators wins. */
     async createIfAbsent(task: Task): Promise<'created' | 'exists'> {
       const args = [expireAtSeconds(task), ...Object.entries(fields(task)).flat()];
-      return (await CREATE_TASK_IF_ABSENT(redis, [keys.task(task.id)], args)) as 'created' | 'exists';
+      return (await runScript(redis, 'createTaskIfAbsent', [keys.task(task.id)], args)) as
+        'created' | 'exists';
     },
 
     async get(taskId: string, nowMs: number): Promise<StoredTask | null> {
@@ -86,7 +79,7 @@ export function createTaskStore(redis: Redis, keys: RedisKeys, options: { retent
     },
 
     async complete(taskId: string, outcome: TaskOutcome, summary: string, nowMs: number) {
-      return (await COMPLETE_TASK(redis, [keys.task(taskId)], [outcome, summary, nowMs])) as
+      return (await durable.run('completeTask', [keys.task(taskId)], [outcome, summary, nowMs])) as
         'completed' | 'already' | 'missing';
     },
 

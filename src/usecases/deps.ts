@@ -9,7 +9,7 @@ import type { LeaseStore } from '../leases/lease-store';
 import type { RevocationLog } from '../leases/revocation-log';
 import type { RevocationQueue } from '../leases/revocation-queue';
 import type { PolicyEngine } from '../policy/cedar-engine';
-import type { ProviderRegistry } from '../providers/provider';
+import type { ProviderRegistry, RevokerRegistry } from '../providers/provider';
 import type { SigningKeyRing } from '../signing/signing-keys';
 import type { TaskStore } from '../tasks/task-store';
 
@@ -27,23 +27,34 @@ export interface UseCaseEvents {
   approvalRequested(approval: Approval): void;
   /** An approval was decided or expired. */
   approvalSettled(approval: Pick<Approval, 'id' | 'kind'>, status: 'approved' | 'denied' | 'expired'): void;
+  /** Fewer replicas than `broker.replicaAcks` confirmed a write in time (`what`: lease, settlement, ...). */
+  notReplicated(what: string, acknowledged: number, wanted: number): void;
 }
 
-/** Everything a use case may need; each one takes only the `Pick` it uses. */
-export interface BrokerDeps {
+/** What the API and the worker both hold, over the same stores. */
+export interface SharedDeps {
   config: Config;
   tasks: TaskStore;
   leases: LeaseStore;
   queue: RevocationQueue;
   revocations: RevocationLog;
-  policy: PolicyEngine;
-  providers: ProviderRegistry;
   audit: AuditLog;
   approvals: ApprovalStore;
   entitlements: EntitlementStore;
-  exchangeReplay: ExchangeReplay;
-  signingKeys: SigningKeyRing;
   events: UseCaseEvents;
   nowMs: () => number;
   newId: () => string;
+}
+
+/** Everything an API use case may need; each one takes only the `Pick` it uses. */
+export interface BrokerDeps extends SharedDeps {
+  policy: PolicyEngine;
+  providers: ProviderRegistry;
+  exchangeReplay: ExchangeReplay;
+  signingKeys: SigningKeyRing;
+}
+
+/** The worker's: it revokes and settles, so it holds revokers only, no policy engine and no signing keys. */
+export interface WorkerDeps extends SharedDeps {
+  providers: RevokerRegistry;
 }

@@ -1,9 +1,9 @@
 import { serializeAuditEvent } from '../audit/audit-log';
-import type { BrokerDeps } from './deps';
+import type { SharedDeps } from './deps';
 
 const BATCH = 500;
 
-type Deps = Pick<BrokerDeps, 'config' | 'approvals' | 'entitlements' | 'events'>;
+type Deps = Pick<SharedDeps, 'config' | 'approvals' | 'entitlements' | 'events'>;
 
 /**
  * Writes down every approval whose deadline has passed: a request nobody decided in time, or a step-up

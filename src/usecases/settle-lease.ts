@@ -1,6 +1,6 @@
 import { isSettled, type Lease } from '../domain/types';
 import { RevocationRefusedError } from '../providers/provider';
-import type { BrokerDeps } from './deps';
+import type { WorkerDeps } from './deps';
 
 export type SettleResult = 'settled' | 'already' | 'missing';
 
@@ -14,7 +14,7 @@ export type SettleResult = 'settled' | 'already' | 'missing';
  * later — never dropped).
  */
 export async function settleLease(
-  deps: Pick<BrokerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'>,
+  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'>,
   leaseId: string,
   attempt: { final: boolean },
 ): Promise<SettleResult> {
@@ -80,7 +80,7 @@ export async function settleLease(
  * saying what failed and until when the credential may still work at its source. Never `revoked`.
  */
 async function forceClose(
-  deps: Pick<BrokerDeps, 'leases' | 'audit' | 'events'>,
+  deps: Pick<WorkerDeps, 'leases' | 'audit' | 'events'>,
   lease: Lease,
   failure: string,
   nowMs: number,

@@ -92,7 +92,7 @@ async function openView(deps: Pick<Deps, 'approvals'>, id: string, nowMs: number
  * The approval an agent presents with its credential call, checked against what it is bound to: this task,
  * this grant, and no longer a TTL than was approved. An id of no approval, or of another task's, answers
  * the same `approval_mismatch`, so approval ids cannot be probed. A pending one answers `pending`.
- * Used up only when the lease is written (CREATE_LEASE), so this check is not the last word on `used`.
+ * Used up only when the lease is written (createLease), so this check is not the last word on `used`.
  */
 export async function checkPresentedApproval(
   deps: Pick<Deps, 'approvals'>,

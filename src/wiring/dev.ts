@@ -4,10 +4,11 @@ import type { Env } from '../config/env';
 import { resolveVaultSettings } from '../config/vault-settings';
 import type { Logger } from '../observability/logger';
 import { loadSigningKeys } from '../signing/signing-keys';
-import { createBrokerContext } from './broker-context';
+import { parseRedisTarget } from '../config/redis-target';
 import { ensureDevFiles } from './dev-files';
 import { startLocalRedis, type LocalRedis } from './local-redis';
 import { startApi } from './serve';
+import { createSharedContext } from './shared-context';
 import { startWorker } from './worker';
 
 /**
@@ -25,27 +26,24 @@ export async function startDev(env: Env, logger: Logger) {
     redis = await startLocalRedis(path.join(devDir, 'redis'));
     logger.info({ url: redis.url, dir: path.join(devDir, 'redis') }, 'started a local redis-server');
   }
-  const redisUrl = env.REDIS_URL ?? (redis as LocalRedis).url;
-  const context = await createBrokerContext({ config, redisUrl, signingKeys, logger, vault });
-  const api = await startApi({
-    config,
-    redisUrl,
-    signingKeys,
-    logger,
-    host: env.HOST,
-    port: env.PORT,
-    context,
-  });
-  const worker = await startWorker({ config, redisUrl, logger, host: env.HOST, port: null, context });
-  return {
-    api,
-    worker,
-    devDir,
-    async close() {
-      await api.close();
-      await worker.close();
-      await context.close();
-      await redis?.stop();
-    },
+  const target = env.redis ?? parseRedisTarget((redis as LocalRedis).url);
+  // Whatever started is stopped again when a later step fails, so the process can exit.
+  const started: (() => Promise<void>)[] = redis ? [(redis as LocalRedis).stop] : [];
+  const close = async () => {
+    for (const stop of started.reverse()) await stop().catch(() => undefined);
   };
+  try {
+    // API and worker halves over one shared context (one connection, the same stores), each with its own part.
+    const shared = await createSharedContext({ config, redis: target, logger, vault, autoPipelining: false });
+    started.push(shared.close);
+    const common = { config, redis: target, logger, host: env.HOST, shared };
+    const api = await startApi({ ...common, signingKeys, port: env.PORT });
+    started.push(api.close);
+    const worker = await startWorker({ ...common, port: null });
+    started.push(worker.close);
+    return { api, worker, devDir, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
 }

@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-import { RECOMMENDED_LISTPACK_VALUE } from '../leases/redis';
+import { RECOMMENDED_LISTPACK_VALUE } from '../redis/requirements';
 
 export class RedisServerMissing extends Error {
   override name = 'RedisServerMissing';

@@ -2,39 +2,53 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Express } from 'express';
 import { AuditTamperError, startAuditSealer } from '../audit/audit-sealer';
+import type { RedisTarget } from '../config/redis-target';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
 import type { Logger } from '../observability/logger';
 import { createTokenInspector } from '../providers/jwt/inspect-token';
 import type { SigningKeyRing } from '../signing/signing-keys';
-import { createBrokerContext, type BrokerContext } from './broker-context';
+import { createApiContext, type ApiContext } from './api-context';
+import { createSharedContext, type SharedContext } from './shared-context';
+import { StartupError } from './startup-error';
 
 export interface RunningApi {
   /** The Express app, for reading its route table. */
   app: Express;
   server: Server;
-  context: BrokerContext;
+  context: ApiContext;
   url: string;
   reloadPolicies(): void;
   close(): Promise<void>;
 }
 
-/** `tasklease serve`: the stateless HTTP API. Any number of replicas may run against one Redis. */
+/**
+ * `tasklease serve`: the stateless HTTP API. Any number of replicas may run against one Redis. Given a
+ * shared context (dev, tests) it builds its own on top and leaves the shared one to its owner.
+ */
 export async function startApi(options: {
   config: Config;
-  redisUrl: string;
+  redis: RedisTarget;
   signingKeys: SigningKeyRing;
   logger: Logger;
   host: string;
   port: number;
   vault?: VaultSettings | null;
-  context?: BrokerContext;
+  shared?: SharedContext;
 }): Promise<RunningApi> {
+  const shared = options.shared ?? (await createSharedContext({ ...options, autoPipelining: false }));
+  try {
+    return await listen(shared, options);
+  } catch (error) {
+    if (!options.shared) await shared.close();
+    throw error;
+  }
+}
+
+async function listen(shared: SharedContext, options: Parameters<typeof startApi>[0]): Promise<RunningApi> {
   const { logger } = options;
-  const context = options.context ?? (await createBrokerContext({ ...options }));
-  if (!context.verifier || !context.breakGlass)
-    throw new Error('the API needs a context built with signing keys');
+  const context = createApiContext(shared, options.signingKeys);
   const app = createApp({
     keys: context.keys,
     broker: context.deps,
@@ -47,11 +61,18 @@ export async function startApi(options: {
       brokerIssuer: options.config.broker.issuer,
     }),
     redis: context.redis,
+    primary: shared.primary,
     metrics: context.metrics,
     logger,
   });
   const server = app.listen(options.port, options.host);
-  await once(server, 'listening');
+  await Promise.race([
+    once(server, 'listening'),
+    once(server, 'error').then(([error]) => {
+      context.close();
+      throw new StartupError(`cannot listen on ${options.host}:${options.port}: ${(error as Error).message}`);
+    }),
+  ]);
   server.keepAliveTimeout = 65_000;
   const sealer = startSealer(context, options.config, options.signingKeys, logger);
   const address = server.address();
@@ -84,13 +105,14 @@ export async function startApi(options: {
       clearTimeout(force);
       // After the last request: what it audited is sealed before the process goes.
       await sealer.stop();
-      if (!options.context) await context.close();
+      context.close();
+      if (!options.shared) await shared.close();
     },
   };
 }
 
 /** The audit sealer: chains and signs what this API appended; logs the chain's head once a minute. */
-function startSealer(context: BrokerContext, config: Config, signingKeys: SigningKeyRing, logger: Logger) {
+function startSealer(context: ApiContext, config: Config, signingKeys: SigningKeyRing, logger: Logger) {
   let lastHeadLoggedMs = 0;
   return startAuditSealer({
     redis: context.redis,
@@ -100,6 +122,14 @@ function startSealer(context: BrokerContext, config: Config, signingKeys: Signin
     brokerIssuer: config.broker.issuer,
     intervalMs: config.audit.sealIntervalMs,
     nowMs: context.deps.nowMs,
+    replicasConfirm: config.broker.replicaAcks > 0,
+    onFailoverLoss: ({ confirmed, lost }) => {
+      context.metrics.auditFailoverLosses.inc();
+      logger.error(
+        { confirmedSeq: confirmed.seq, confirmedId: confirmed.id, lostSeq: lost.seq, lostId: lost.id },
+        'audit seals lost in a Redis failover (no replica had confirmed them); sealing carries on from the confirmed seal',
+      );
+    },
     onError: (error) => {
       if (!(error instanceof AuditTamperError))
         return logger.warn({ err: (error as Error).message }, 'audit sealing failed; retrying');

@@ -2,86 +2,128 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
 import { AuditSinkStoppedError, startAuditFileSink, type AuditFileSink } from '../audit/audit-file-sink';
+import type { RedisTarget } from '../config/redis-target';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { systemRoutes } from '../http/routes/system';
 import { startRevocationWorker } from '../jobs/revocation-worker';
 import { startSweeper } from '../jobs/sweeper';
-import { expireApprovals } from '../usecases/expire-approvals';
-import { connectRedis } from '../leases/redis';
 import type { Logger } from '../observability/logger';
-import { createBrokerContext, type BrokerContext } from './broker-context';
+import { throttledWarning } from '../observability/throttled-log';
+import { connectRedis } from '../redis/connection';
+import { expireApprovals } from '../usecases/expire-approvals';
+import { createSharedContext, type SharedContext } from './shared-context';
+import { StartupError } from './startup-error';
+import { createWorkerContext, type WorkerContext } from './worker-context';
 
 export interface RunningWorker {
-  context: BrokerContext;
+  context: WorkerContext;
   server: Server | null;
   close(): Promise<void>;
 }
 
-/** `tasklease worker`: revocation jobs and the sweeper, plus /healthz, /readyz and /metrics on its own port. */
-export async function startWorker(options: {
+interface WorkerOptions {
   config: Config;
-  redisUrl: string;
+  redis: RedisTarget;
   logger: Logger;
   host: string;
   port: number | null;
   vault?: VaultSettings | null;
-  context?: BrokerContext;
-}): Promise<RunningWorker> {
-  const { config, logger } = options;
-  const context = options.context ?? (await createBrokerContext({ ...options, signingKeys: null }));
-  // First: a file it must not write to stops start-up before any job runs.
-  const fileSink: AuditFileSink | null = config.audit.file
-    ? await startAuditFileSink({
-        path: config.audit.file,
-        audit: context.deps.audit,
-        brokerIssuer: config.broker.issuer,
-        intervalMs: config.audit.sealIntervalMs,
-        nowMs: context.deps.nowMs,
-        onError: (error) =>
-          error instanceof AuditSinkStoppedError
-            ? logger.error({ err: error.message }, 'audit file sink stopped: the log in Redis was rewritten')
-            : logger.warn({ err: (error as Error).message }, 'audit file sink failed; retrying'),
-        onWarning: (message) => logger.warn({ detail: message }, 'audit file sink'),
-      })
-    : null;
+  shared?: SharedContext;
+}
 
-  const bullConnection = connectRedis(options.redisUrl, { forBullWorker: true, name: 'tasklease-worker' });
-  const worker = startRevocationWorker(context.deps, bullConnection, context.keys);
-  worker.on('error', (error) => logger.warn({ err: error.message }, 'revocation worker error'));
+/**
+ * `tasklease worker`: revocation jobs and the sweeper, plus /healthz, /readyz and /metrics on its own port.
+ * Start-up completes or throws, with whatever it had started closed again.
+ */
+export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const shared = options.shared ?? (await createSharedContext({ ...options, autoPipelining: true }));
+  const context = createWorkerContext(shared);
+  const started: { close(): Promise<void> }[] = [];
+  const closeAll = async () => {
+    for (const part of started.reverse()) await part.close();
+    if (!options.shared) await shared.close();
+  };
+  let server: Server | null;
+  try {
+    server = await startParts(context, options, started);
+  } catch (error) {
+    await closeAll().catch(() => undefined);
+    throw error;
+  }
+  options.logger.info({ concurrency: options.config.revocation.concurrency }, 'tasklease worker running');
+  return { context, server, close: closeAll };
+}
+
+/** Each part, in order, pushed onto `started` so a failure further on closes it again. */
+async function startParts(
+  context: WorkerContext,
+  options: WorkerOptions,
+  started: { close(): Promise<void> }[],
+): Promise<Server | null> {
+  const { config, logger } = options;
+  const { shared, deps } = context;
+  // First: a file it must not write to stops start-up before any job runs.
+  if (config.audit.file) {
+    const sink: AuditFileSink = await startAuditFileSink({
+      path: config.audit.file,
+      audit: deps.audit,
+      brokerIssuer: config.broker.issuer,
+      intervalMs: config.audit.sealIntervalMs,
+      nowMs: deps.nowMs,
+      onError: (error) =>
+        error instanceof AuditSinkStoppedError
+          ? logger.error({ err: error.message }, 'audit file sink stopped: the log in Redis was rewritten')
+          : logger.warn({ err: (error as Error).message }, 'audit file sink failed; retrying'),
+      onWarning: (message) => logger.warn({ detail: message }, 'audit file sink'),
+    }).catch((error: Error) => {
+      throw new StartupError(`cannot keep the audit file ${config.audit.file}: ${error.message}`);
+    });
+    started.push({ close: () => sink.stop() });
+  }
+
+  const bullConnection = connectRedis(options.redis, { forBullWorker: true, name: 'tasklease-worker' });
+  started.push({
+    close: () =>
+      bullConnection.quit().then(
+        () => undefined,
+        () => bullConnection.disconnect(),
+      ),
+  });
+  const worker = startRevocationWorker(deps, bullConnection, shared.keys);
+  const warn = throttledWarning(logger, 'revocation worker error');
+  worker.on('error', (error) => warn({ err: error.message }));
+  started.push({ close: () => worker.close() });
   const sweeper = startSweeper({
-    redis: context.redis,
-    keys: context.keys,
-    leases: context.deps.leases,
-    queue: context.deps.queue,
-    expireApprovals: (nowMs) => expireApprovals(context.deps, nowMs),
+    redis: shared.redis,
+    keys: shared.keys,
+    leases: deps.leases,
+    queue: deps.queue,
+    expireApprovals: (nowMs) => expireApprovals(deps, nowMs),
     graceMs: config.revocation.sweepGraceMs,
     intervalMs: config.revocation.sweepIntervalMs,
-    nowMs: context.deps.nowMs,
+    nowMs: deps.nowMs,
     onError: (error) => logger.warn({ err: (error as Error).message }, 'sweep failed'),
   });
+  started.push({ close: () => sweeper.stop() });
 
   let server: Server | null = null;
   if (options.port !== null) {
     const app = express();
     app.disable('x-powered-by');
-    app.use(systemRoutes({ redis: context.redis, metrics: context.metrics }));
-    server = createServer(app).listen(options.port, options.host);
-    await once(server, 'listening');
+    app.use(systemRoutes({ primary: shared.primary, metrics: shared.metrics }));
+    const listening = createServer(app).listen(options.port, options.host);
+    server = listening;
+    await Promise.race([
+      once(listening, 'listening'),
+      once(listening, 'error').then(([error]) => {
+        throw new StartupError(
+          `cannot listen on ${options.host}:${options.port}: ${(error as Error).message}`,
+        );
+      }),
+    ]);
+    started.push({ close: () => new Promise<void>((resolve) => listening.close(() => resolve())) });
   }
   await worker.waitUntilReady();
-  logger.info({ concurrency: config.revocation.concurrency }, 'tasklease worker running');
-
-  return {
-    context,
-    server,
-    async close() {
-      await sweeper.stop();
-      await worker.close();
-      await fileSink?.stop();
-      await bullConnection.quit().catch(() => bullConnection.disconnect());
-      if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
-      if (!options.context) await context.close();
-    },
-  };
+  return server;
 }

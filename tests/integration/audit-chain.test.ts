@@ -216,7 +216,7 @@ describe('the hash-chained audit log', () => {
   it('appends a seal only over the newest one it read (two sealers cannot both seal)', async () => {
     const { audit } = broker.context.deps;
     const newest = await audit.newestSeal();
-    expect(await audit.appendSeal('1-1', { id: '99999999999999-0', jws: 'x' })).toBe(false);
+    expect(await audit.appendSeal('1-1', { id: '99999999999999-0', jws: 'x' })).toBe('raced');
     expect((await audit.newestSeal())?.id).toBe(newest?.id);
   });
 

@@ -1,6 +1,6 @@
 import { createLogger } from '../../src/observability/logger';
 import { startApi, type RunningApi } from '../../src/wiring/serve';
-import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
+import { startTestBroker, testRedisTarget, waitFor, type TestBroker } from '../support/broker';
 
 const POLICIES = `
 @id("declare")
@@ -87,7 +87,7 @@ describe('quotas and rate limits', () => {
       // A second API replica on the same Redis and prefix: the count is shared.
       replica = await startApi({
         config: broker.config,
-        redisUrl: testRedisUrl(),
+        redis: testRedisTarget(),
         signingKeys: broker.signingKeys,
         logger: createLogger('silent'),
         host: '127.0.0.1',

@@ -1,8 +1,8 @@
 import { startRevocationWorker } from '../../src/jobs/revocation-worker';
-import { connectRedis } from '../../src/leases/redis';
+import { connectRedis } from '../../src/redis/connection';
 import type { ProviderKind } from '../../src/domain/types';
 import type { CredentialProvider } from '../../src/providers/provider';
-import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
+import { startTestBroker, testRedisTarget, waitFor, type TestBroker } from '../support/broker';
 import { runTasklease } from '../support/processes';
 
 const POLICIES = `
@@ -41,7 +41,7 @@ describe('lease revoke --wait with a failing backend', () => {
       },
     };
     const workerDeps = { ...deps, providers: new Map<ProviderKind, CredentialProvider>([['jwt', failing]]) };
-    const connection = connectRedis(testRedisUrl(), { forBullWorker: true });
+    const connection = connectRedis(testRedisTarget(), { forBullWorker: true });
     const worker = startRevocationWorker(workerDeps, connection, broker.context.keys);
     stop = async () => {
       hanging?.release();

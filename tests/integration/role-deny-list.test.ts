@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
-import { RedisKeys } from '../../src/leases/keys';
-import { connectRedis, waitForRedis } from '../../src/leases/redis';
+import type { RedisClient } from '../../src/redis/connection';
+import { RedisKeys } from '../../src/redis/keys';
+import { connectRedis, waitForReady } from '../../src/redis/connection';
 import {
   HOUR_MS,
   parseDenyDocument,
@@ -16,7 +16,7 @@ import {
   type RolePolicyStore,
   type RoleTarget,
 } from '../../src/providers/aws-sts/role-deny-list';
-import { testRedisUrl, uniquePrefix } from '../support/broker';
+import { testRedisTarget, uniquePrefix } from '../support/broker';
 
 const ROLE_NAME = 'deploy';
 const ROLE_ARN = `arn:aws:iam::123456789012:role/ci/${ROLE_NAME}`;
@@ -85,15 +85,15 @@ class FakeIam implements RolePolicyStore {
 const sorted = (sessions: DeniedSession[]) => sessions.map((s) => s.sessionId).sort();
 
 describe('the per-role deny list against Redis', () => {
-  const connections: Redis[] = [];
+  const connections: RedisClient[] = [];
   let keys: RedisKeys;
   let iam: FakeIam;
 
   /** A deny list as one worker replica has it: its own Redis connection, the shared IAM. */
-  async function replica(store: RolePolicyStore = iam): Promise<{ list: RoleDenyList; redis: Redis }> {
-    const redis = connectRedis(testRedisUrl(), { name: 'deny-list-test' });
+  async function replica(store: RolePolicyStore = iam): Promise<{ list: RoleDenyList; redis: RedisClient }> {
+    const redis = connectRedis(testRedisTarget(), { name: 'deny-list-test' });
     connections.push(redis);
-    await waitForRedis(redis);
+    await waitForReady(redis, 10_000);
     return { list: createRoleDenyList({ redis, keys, iam: () => store }), redis };
   }
 

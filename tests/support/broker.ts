@@ -6,7 +6,9 @@ import type { ConfigInput } from '../../src/config/schema';
 import type { VaultSettings } from '../../src/config/vault-settings';
 import { createLogger } from '../../src/observability/logger';
 import { generateSigningJwks, loadSigningKeys, type SigningKeyRing } from '../../src/signing/signing-keys';
-import { createBrokerContext, type BrokerContext } from '../../src/wiring/broker-context';
+import { parseRedisTarget, type RedisTarget } from '../../src/config/redis-target';
+import type { ApiContext } from '../../src/wiring/api-context';
+import { createSharedContext } from '../../src/wiring/shared-context';
 import { startApi, type RunningApi } from '../../src/wiring/serve';
 import { startWorker, type RunningWorker } from '../../src/wiring/worker';
 import { createTestIssuer, tempDir, type TestIssuer } from './fixtures';
@@ -19,6 +21,9 @@ export const testRedisUrl = (): string => {
     );
   return url;
 };
+
+/** The shared test Redis as the broker takes it. */
+export const testRedisTarget = (): RedisTarget => parseRedisTarget(testRedisUrl());
 
 /** A key prefix no other test uses: every test owns its keys and its BullMQ queue. */
 export const uniquePrefix = (label: string) => `t-${label}-${randomBytes(4).toString('hex')}:`;
@@ -46,7 +51,8 @@ export interface TestBroker {
   admins: TestIssuer;
   api: RunningApi;
   worker: RunningWorker | null;
-  context: BrokerContext;
+  /** The API's context (its deps, Redis connection and keys). */
+  context: ApiContext;
   /** JSON call with a Bearer token; returns status and parsed body. */
   call(
     method: string,
@@ -66,8 +72,9 @@ export interface TestBrokerOptions {
   /** false: no in-process worker (a test runs the real worker process instead). */
   worker?: boolean;
   resourceServers?: ConfigInput['resourceServers'];
-  /** Another Redis than the shared test one (a test that stops its Redis). */
+  /** Another Redis than the shared test one (a test that stops its Redis), by URL or as a parsed target. */
   redisUrl?: string;
+  redis?: RedisTarget;
   alerts?: ConfigInput['alerts'];
   audit?: ConfigInput['audit'];
   approvals?: ConfigInput['approvals'];
@@ -135,20 +142,19 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const logger = options.logDestination
     ? createLogger('debug', options.logDestination)
     : createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
-  const redisUrl = options.redisUrl ?? testRedisUrl();
-  const context = await createBrokerContext({
+  const redis = options.redis ?? parseRedisTarget(options.redisUrl ?? testRedisUrl());
+  const shared = await createSharedContext({
     config,
-    redisUrl,
-    signingKeys,
+    redis,
     logger,
     vault: options.vault,
     nowMs: options.nowMs,
+    autoPipelining: false,
   });
-  const api = await startApi({ config, redisUrl, signingKeys, logger, host: '127.0.0.1', port: 0, context });
-  const worker =
-    options.worker === false
-      ? null
-      : await startWorker({ config, redisUrl, logger, host: '127.0.0.1', port: null, context });
+  const common = { config, redis, logger, host: '127.0.0.1', shared };
+  const api = await startApi({ ...common, signingKeys, port: 0 });
+  const worker = options.worker === false ? null : await startWorker({ ...common, port: null });
+  const context = api.context;
 
   const call = async (method: string, route: string, token: string | null, body?: unknown) => {
     const response = await fetch(`${api.url}${route}`, {
@@ -185,13 +191,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     async close() {
       await api.close();
       await worker?.close();
-      if (context.redis.status !== 'ready') return context.close();
-      await context.redis.eval(
-        "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys",
-        0,
-        `${prefix}*`,
-      );
-      await context.close();
+      // The shared test Redis loses this test's keys; a test's own Redis (or topology) is its own to stop.
+      if (shared.redis.status === 'ready' && !options.redis && !options.redisUrl)
+        await shared.redis.eval(
+          "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys",
+          0,
+          `${prefix}*`,
+        );
+      await shared.close();
     },
   };
 }

@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { ProviderKind } from '../../src/domain/types';
 import { startRevocationWorker } from '../../src/jobs/revocation-worker';
 import { startSweeper } from '../../src/jobs/sweeper';
-import { connectRedis } from '../../src/leases/redis';
+import { connectRedis } from '../../src/redis/connection';
 import type { CredentialProvider } from '../../src/providers/provider';
-import { startTestBroker, testRedisUrl, type TestBroker, type TestBrokerOptions } from './broker';
+import { startTestBroker, testRedisTarget, type TestBroker, type TestBrokerOptions } from './broker';
 
 export const BACKEND_DOWN = 'backend unavailable (503)';
 
@@ -72,7 +72,7 @@ export async function startFlakyBroker(options: TestBrokerOptions = {}): Promise
     },
   };
   const workerDeps = { ...deps, providers: new Map<ProviderKind, CredentialProvider>([['jwt', flaky]]) };
-  const connection = connectRedis(testRedisUrl(), { forBullWorker: true });
+  const connection = connectRedis(testRedisTarget(), { forBullWorker: true });
   const worker = startRevocationWorker(workerDeps, connection, broker.context.keys);
   const sweeper = startSweeper({
     redis: broker.context.redis,

@@ -76,7 +76,6 @@ describe('parseConfig accepts a valid configuration', () => {
     expect(config.grants['artifacts-api']).toMatchObject({ sensitivity: 'low', approval: 'none' });
     expect(config.broker).toMatchObject({
       issuer: 'tasklease',
-      redisPrefix: 'tl:',
       defaultTaskTtlSeconds: 3600,
     });
     expect(config.revocation.attempts).toBe(8);

@@ -1,6 +1,6 @@
 import type { AssumeRoleCommandInput, AssumeRoleCommandOutput } from '@aws-sdk/client-sts';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../redis/connection';
 import {
   DEFAULT_REVOCATION_POLICY_NAME,
   IAM_INLINE_POLICY_MAX_CHARS,
@@ -10,7 +10,7 @@ import {
 } from '../../config/schema';
 import { BrokerError } from '../../domain/errors';
 import type { Identity, Lease, Task } from '../../domain/types';
-import type { RedisKeys } from '../../leases/keys';
+import type { RedisKeys } from '../../redis/keys';
 import type { CredentialProvider, MintRequest } from '../provider';
 import type { AwsClients } from './aws-clients';
 import { createRoleDenyList, type DenyOutcome } from './role-deny-list';
@@ -122,7 +122,7 @@ function describeDeny(outcome: DenyOutcome, handle: Record<string, string>, poli
  */
 export function createAwsStsProvider(deps: {
   config: Pick<Config, 'grants'>;
-  redis: Redis;
+  redis: RedisClient;
   keys: RedisKeys;
   clients: AwsClients;
 }): CredentialProvider {

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
-import type { RedisKeys } from '../../leases/keys';
-import { luaScript } from '../../leases/lua-script';
+import type { RedisClient } from '../../redis/connection';
+import type { RedisKeys } from '../../redis/keys';
+import { runScript } from '../../redis/scripts';
 import {
   cutOffAll,
   parseDenyDocument,
@@ -50,61 +50,6 @@ const WAIT_MS = 35_000;
 /** The role's state outlives the longest session (12 h) and the longest cut-off that matters (12 h). */
 const STATE_TTL_MS = 25 * 3_600_000;
 
-/**
- * Queues a session under the role's state hash unless a cut-off already covers it.
- * Fields: `s:<session id>` = `<seq>|<notAfterMs>|<issuedAtMs>`, `seq`, `applied` (the highest seq IAM has),
- * `cutoffMs` (the cut-off IAM has), `lost` (writes that lost the lock and may have landed late, over a newer
- * write) and `cleanAt` (the `lost` count a later complete write started from). IAM's policy is trusted only
- * while `cleanAt >= lost`.
- * KEYS: state   ARGV: field, notAfterMs, issuedAtMs, ttlMs   → {'covered', cutoffMs} | {'queued', seq}
- */
-const QUEUE_SESSION = luaScript(`
-local cutoff = tonumber(redis.call('HGET', KEYS[1], 'cutoffMs') or '0')
-local clean = tonumber(redis.call('HGET', KEYS[1], 'cleanAt') or '0') >= tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
-if clean and tonumber(ARGV[3]) > 0 and cutoff > tonumber(ARGV[3]) then return {'covered', tostring(cutoff)} end
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
-local seq
-if existing then
-  seq = string.match(existing, '^(%d+)')
-else
-  seq = tostring(redis.call('HINCRBY', KEYS[1], 'seq', 1))
-  redis.call('HSET', KEYS[1], ARGV[1], seq .. '|' .. ARGV[2] .. '|' .. ARGV[3])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {'queued', seq}`);
-
-/** KEYS: lock   ARGV: token, ms   → 1 while the caller still holds the lock (and extends it), else 0. */
-const HOLD_LOCK = luaScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1`);
-
-/** KEYS: lock   ARGV: token */
-const RELEASE_LOCK = luaScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1`);
-
-/**
- * Records a successful IAM write, only if the writer still held the lock when it finished. Otherwise another
- * writer may have written in between and this older write landed over it: the role is marked for a rewrite
- * (`lost`), which every revocation waiting on it sees, so the next one writes the whole list again.
- * KEYS: state, lock   ARGV: token, appliedSeq, cutoffMs, ttlMs, lostAtStart, field...   → 'ok' | 'lost'
- */
-const COMMIT_WRITE = luaScript(`
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  redis.call('HINCRBY', KEYS[1], 'lost', 1)
-  return 'lost'
-end
-local applied = tonumber(redis.call('HGET', KEYS[1], 'applied') or '0')
-if tonumber(ARGV[2]) > applied then redis.call('HSET', KEYS[1], 'applied', ARGV[2]) end
-local cleanAt = tonumber(redis.call('HGET', KEYS[1], 'cleanAt') or '0')
-if tonumber(ARGV[5]) > cleanAt then redis.call('HSET', KEYS[1], 'cleanAt', ARGV[5]) end
-redis.call('HSET', KEYS[1], 'cutoffMs', ARGV[3])
-for i = 6, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('DEL', KEYS[2])
-return 'ok'`);
-
 const roleNameOf = (roleArn: string) => roleArn.slice(roleArn.lastIndexOf('/') + 1);
 const sessionField = (sessionId: string) => `s:${sessionId}`;
 
@@ -122,11 +67,12 @@ function sessionsOf(state: Record<string, string>): DeniedSession[] {
  * revocation whose session another writer already wrote does not write at all. So concurrent revocations on
  * one role never lose an update, and fifty of them cost a handful of IAM writes, not fifty.
  *
- * Redis holds every session still to deny, so a stale read from IAM (it is eventually consistent) cannot
+ * The role's state hash and its fields are described with the script that queues a session
+ * (src/redis/scripts/queueSession-1.lua). Redis holds every session still to deny, so a stale read from IAM (it is eventually consistent) cannot
  * drop one: each write renders Redis's sessions together with whatever IAM already lists.
  */
 export function createRoleDenyList(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: RedisKeys;
   iam: (target: RoleTarget) => RolePolicyStore;
 }) {
@@ -157,7 +103,7 @@ export function createRoleDenyList(deps: {
         throw new Error(
           `policy ${target.policyName} on ${roleName} cannot fit even a cut-off: its other statements take ${policySize(text)} characters`,
         );
-      if (!(await HOLD_LOCK(redis, [lockKey], [token, LOCK_MS])))
+      if (!(await runScript(redis, 'holdLock', [lockKey], [token, LOCK_MS])))
         throw new Error(`lost the deny-list lock of ${roleName} before writing; retrying`);
       try {
         await iam.put(roleName, target.policyName, text);
@@ -180,8 +126,9 @@ export function createRoleDenyList(deps: {
       .filter((session) => !kept.has(session.sessionId))
       .map((s) => sessionField(s.sessionId));
     // 'lost' marks the role for a rewrite, which the caller's loop (or any waiter's) does next.
-    await COMMIT_WRITE(
+    await runScript(
       redis,
+      'commitWrite',
       [stateKey, lockKey],
       [token, appliedSeq, next.cutoffMs, STATE_TTL_MS, Number(state.lost ?? 0), ...dropped],
     );
@@ -196,8 +143,9 @@ export function createRoleDenyList(deps: {
       const stateKey = keys.awsDenyState(target.policyName, target.roleArn);
       const lockKey = keys.awsDenyLock(target.policyName, target.roleArn);
       const field = sessionField(session.sessionId);
-      const [status, value] = (await QUEUE_SESSION(
+      const [status, value] = (await runScript(
         redis,
+        'queueSession',
         [stateKey],
         [field, session.notAfterMs, session.issuedAtMs, STATE_TTL_MS],
       )) as [string, string];
@@ -230,7 +178,7 @@ export function createRoleDenyList(deps: {
             await write(target, token, nowMs());
           } finally {
             // A release that fails (Redis gone) must not hide why the write failed; the lock lapses anyway.
-            await RELEASE_LOCK(redis, [lockKey], [token]).catch(() => undefined);
+            await runScript(redis, 'releaseLock', [lockKey], [token]).catch(() => undefined);
           }
           continue;
         }

@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../redis/connection';
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
-import type { RedisKeys } from '../../leases/keys';
+import type { RedisKeys } from '../../redis/keys';
 import type { SigningKeyRing } from '../../signing/signing-keys';
 
 export type TokenInspection = { active: false } | { active: true; payload: JWTPayload; leaseId: string };
@@ -10,7 +10,7 @@ export type TokenInspection = { active: false } | { active: true; payload: JWTPa
  * revocation list. Anything else — garbage, foreign, expired, revoked — is simply inactive (RFC 7662 §2.2).
  */
 export function createTokenInspector(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: RedisKeys;
   signingKeys: SigningKeyRing;
   brokerIssuer: string;

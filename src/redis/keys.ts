@@ -1,6 +1,10 @@
+import type { RedisTopology } from '../config/redis-target';
+
 /**
- * Every Redis key tasklease writes, in one place (docs/architecture.md tables them with owner and TTL).
- * `prefix` isolates deployments and tests sharing one Redis.
+ * Every Redis key tasklease writes, in one place: nothing else names a key, and every key a script touches
+ * is built here and passed in `KEYS` (docs/architecture.md tables them with owner and TTL). `prefix`
+ * isolates deployments and tests sharing one Redis; on a cluster it carries a hash tag (`{tl}:`), so every
+ * key lands in one slot and every script, MULTI and pipeline stays there.
  */
 export class RedisKeys {
   constructor(readonly prefix: string) {}
@@ -10,10 +14,7 @@ export class RedisKeys {
   taskLeases = (taskId: string) => `${this.prefix}task-leases:${taskId}`;
   identityLeases = (identityKey: string) => `${this.prefix}identity-leases:${identityKey}`;
   grantLeases = (grant: string) => `${this.prefix}grant-leases:${grant}`;
-  /**
-   * The unsettled leases of one identity, for its quota: added at create, removed at settle (idempotent, so
-   * nothing drifts). Leases from before this key existed are not in it and do not count.
-   */
+  /** The unsettled leases of one identity, for its quota: added at create, removed at settle (idempotent). */
   identityUnsettled = (identityKey: string) => `${this.prefix}identity-unsettled:${identityKey}`;
   /** rate-limiter-flexible's own keys, one per identity. */
   rateLimit = () => `${this.prefix}rate`;
@@ -62,3 +63,37 @@ export class RedisKeys {
 }
 
 export const REVOCATION_QUEUE = 'revocations';
+
+/**
+ * The hash tag Redis Cluster hashes a key by: the text between the first `{` and the first `}` after it,
+ * when that is not empty (Redis's own rule, so `{}x` has none and `{a}{b}` is tagged `a`).
+ */
+export function hashTagOf(key: string): string | null {
+  const open = key.indexOf('{');
+  if (open < 0) return null;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : null;
+}
+
+export const DEFAULT_PREFIX = 'tl:';
+export const DEFAULT_CLUSTER_PREFIX = '{tl}:';
+
+export class KeyPrefixError extends Error {
+  override name = 'KeyPrefixError';
+}
+
+/**
+ * The key prefix for a topology: the configured one, else `tl:` (`{tl}:` on a cluster). On a cluster a
+ * prefix without a hash tag is refused: its keys would scatter over slots, and the scripts that keep a
+ * lease, its indexes and its audit event in one atomic step could not run.
+ */
+export function resolveKeyPrefix(configured: string | undefined, topology: RedisTopology): string {
+  if (topology !== 'cluster') return configured ?? DEFAULT_PREFIX;
+  const prefix = configured ?? DEFAULT_CLUSTER_PREFIX;
+  if (!hashTagOf(prefix))
+    throw new KeyPrefixError(
+      `broker.redisPrefix "${prefix}" has no hash tag: on Redis Cluster every tasklease key must share one ` +
+        `slot, so the prefix must carry a tag such as "{tl}:" (the default there)`,
+    );
+  return prefix;
+}

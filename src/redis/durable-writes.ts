@@ -1,0 +1,142 @@
+import type { RedisClient } from './connection';
+import { queueScript, runScript, type ScriptName } from './scripts';
+
+/** Fewer replicas than `replicaAcks` confirmed a write within `replicaAckTimeoutMs`. */
+export class NotReplicatedError extends Error {
+  override name = 'NotReplicatedError';
+  constructor(
+    readonly acknowledged: number,
+    readonly wanted: number,
+    /** What the script answered on the primary: the write happened there, unconfirmed. */
+    readonly result: unknown,
+  ) {
+    super(`${acknowledged} of ${wanted} replicas confirmed the write in time`);
+  }
+}
+
+/**
+ * The writes a process re-applies after the primary changed, and how: a write kept only when it took effect,
+ * replayed through a script that is idempotent on a primary that has it already. A lease comes back through
+ * `restoreLease` (written if missing, whatever became of its task); a revocation request, a settlement and a
+ * completion are replayed as themselves, each a no-op where it already happened.
+ */
+const REPLAYED: Partial<Record<ScriptName, { as: ScriptName; kept: (result: unknown) => boolean }>> = {
+  createLease: { as: 'restoreLease', kept: (result) => result === 'ok' },
+  markRevoking: { as: 'markRevoking', kept: (result) => result === 'started' || result === 'forced' },
+  settleLease: { as: 'settleLease', kept: (result) => result === 'settled' },
+  completeTask: { as: 'completeTask', kept: (result) => result === 'completed' },
+};
+
+interface JournalEntry {
+  atMs: number;
+  name: ScriptName;
+  keys: readonly string[];
+  args: readonly (string | number)[];
+}
+
+export interface ReplayReport {
+  replayed: number;
+  /** Writes the new primary did not have (a lease written back, a revocation re-requested...). */
+  reapplied: number;
+}
+
+export interface DurableWrites {
+  /**
+   * Runs a write script. With `replicaAcks` > 0 it goes with a `WAIT` in one round trip and throws
+   * NotReplicatedError when fewer replicas confirmed it in time (the write stands on the primary). Writes
+   * that took effect are kept for `replaySeconds` to re-apply after a primary change.
+   */
+  run(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown>;
+  /** `WAIT` alone, for writes made another way on this connection (BullMQ's job adds): throws as `run`. */
+  confirm(): Promise<void>;
+  /** Re-applies the kept writes, oldest first (the primary changed). One replay at a time. */
+  replay(): Promise<ReplayReport>;
+  /** How many writes are kept now. */
+  kept(): number;
+}
+
+export function createDurableWrites(
+  redis: RedisClient,
+  options: {
+    /** Any key under the prefix: routes a lone WAIT, on a cluster, to the node the writes went to. */
+    routingKey: string;
+    replicaAcks: number;
+    replicaAckTimeoutMs: number;
+    replaySeconds: number;
+    replayMaxWrites: number;
+    nowMs: () => number;
+  },
+): DurableWrites {
+  const { replicaAcks, replicaAckTimeoutMs } = options;
+  const journal: JournalEntry[] = [];
+  let replays: Promise<unknown> = Promise.resolve();
+
+  const keep = (entry: JournalEntry) => {
+    if (options.replaySeconds === 0 || options.replayMaxWrites === 0) return;
+    journal.push(entry);
+    const cutoffMs = entry.atMs - options.replaySeconds * 1000;
+    let drop = Math.max(0, journal.length - options.replayMaxWrites);
+    while (drop < journal.length && (journal[drop] as JournalEntry).atMs < cutoffMs) drop++;
+    if (drop > 0) journal.splice(0, drop);
+  };
+
+  /** Script and WAIT in one pipeline: WAIT covers every earlier write of this connection, this one included. */
+  async function runAndWait(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]) {
+    const replies = (await queueScript(redis.pipeline(), name, keys, args)
+      .wait(replicaAcks, replicaAckTimeoutMs)
+      .exec()) as [Error | null, unknown][];
+    const [scriptError, result] = replies[0] ?? [new Error('no reply'), null];
+    if (scriptError) throw scriptError;
+    const [waitError, acknowledged] = replies[1] ?? [new Error('no reply'), 0];
+    return { result, acknowledged: waitError ? 0 : Number(acknowledged) };
+  }
+
+  async function run(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]) {
+    const atMs = options.nowMs();
+    if (replicaAcks === 0) {
+      const result = await runScript(redis, name, keys, args);
+      if (REPLAYED[name]?.kept(result)) keep({ atMs, name, keys, args });
+      return result;
+    }
+    const { result, acknowledged } = await runAndWait(name, keys, args);
+    if (REPLAYED[name]?.kept(result)) keep({ atMs, name, keys, args });
+    if (acknowledged < replicaAcks) throw new NotReplicatedError(acknowledged, replicaAcks, result);
+    return result;
+  }
+
+  async function confirm(): Promise<void> {
+    if (replicaAcks === 0) return;
+    const replies = (await redis
+      .pipeline()
+      .exists(options.routingKey)
+      .wait(replicaAcks, replicaAckTimeoutMs)
+      .exec()) as [Error | null, unknown][];
+    const acknowledged = replies[1]?.[0] ? 0 : Number(replies[1]?.[1] ?? 0);
+    if (acknowledged < replicaAcks) throw new NotReplicatedError(acknowledged, replicaAcks, null);
+  }
+
+  async function replayAll(): Promise<ReplayReport> {
+    const entries = [...journal];
+    let reapplied = 0;
+    for (const entry of entries) {
+      const replay = REPLAYED[entry.name];
+      if (!replay) continue;
+      const result = await runScript(redis, replay.as, entry.keys, entry.args);
+      if (typeof result === 'string' && /^(restored|started|forced|settled|completed)/.test(result))
+        reapplied++;
+    }
+    await confirm().catch(() => undefined);
+    return { replayed: entries.length, reapplied };
+  }
+
+  return {
+    run,
+    confirm,
+    replay() {
+      const next = replays.then(replayAll);
+      replays = next.catch(() => undefined);
+      return next;
+    },
+    kept: () => journal.length,
+  };
+}
