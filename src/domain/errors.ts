@@ -113,6 +113,11 @@ export const ERROR_CATALOGUE = {
     status: 503,
     summary: 'A dependency (Redis, a credential backend) is unavailable; nothing was issued.',
   },
+  not_replicated: {
+    status: 503,
+    summary:
+      'Fewer Redis replicas than `broker.replicaAcks` confirmed the write in time; a minted credential was revoked and nothing was issued. Retry.',
+  },
   internal: { status: 500, summary: 'An unexpected error; the detail is in the log.' },
 } as const;
 
@@ -131,7 +136,8 @@ export class BrokerError extends Error {
     this.name = 'BrokerError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
-    this.expose = this.status < 500 || code === 'unavailable' || code === 'backend_refused';
+    this.expose =
+      this.status < 500 || code === 'unavailable' || code === 'backend_refused' || code === 'not_replicated';
     this.detail = options.detail;
   }
 }

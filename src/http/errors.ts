@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
+import { NotReplicatedError } from '../redis/durable-writes';
 import { BrokerError, isBrokerError } from '../domain/errors';
 import type { Logger } from '../observability/logger';
 
@@ -43,6 +44,11 @@ export function toBrokerError(
   if (!known && error instanceof z.ZodError) {
     const issues = error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`);
     known = new BrokerError('invalid_request', issues.join('; '));
+  }
+  if (!known && error instanceof NotReplicatedError) {
+    known = new BrokerError('not_replicated', 'the Redis replicas did not confirm the write in time; retry', {
+      cause: error,
+    });
   }
   if (!known && isRedisUnavailable(error)) {
     known = new BrokerError('unavailable', 'a backend the broker needs is unavailable; nothing was issued', {

@@ -14,7 +14,11 @@ export type CreateLeaseResult =
   | 'task_cap'
   | 'identity_cap'
   /** The presented approval was no longer approved (used meanwhile, expired...): nothing was written. */
-  | `approval_${string}`;
+  | 'approval_used'
+  | 'approval_expired'
+  | 'approval_pending'
+  | 'approval_denied'
+  | 'approval_missing';
 
 const serialise = (lease: Lease): string[] => {
   const fields: Record<string, string | number | undefined> = {
@@ -169,13 +173,14 @@ export function createLeaseStore(
       return sets.length === 1 ? redis.smembers(sets[0] as string) : redis.sinter(...sets);
     },
 
+    /** Unconfirmed: revocation requests come in batches, confirmed once at the end (`confirmWrites`). */
     async markRevoking(leaseId: string, reason: string, nowMs: number, force = false): Promise<string> {
-      return run(
-        'markRevoking',
-        [keys.lease(leaseId), keys.due()],
-        [leaseId, nowMs, reason, force ? '1' : '0'],
-      );
+      const args = [leaseId, nowMs, reason, force ? '1' : '0'];
+      return run('markRevoking', [keys.lease(leaseId), keys.due()], args, { confirm: false });
     },
+
+    /** Waits for the replicas to hold every write made so far (NotReplicatedError when they do not in time). */
+    confirmWrites: () => durable.confirm(),
 
     markRetry: (leaseId: string, nowMs: number) =>
       run('markRetry', [keys.lease(leaseId), keys.due()], [leaseId, nowMs]),

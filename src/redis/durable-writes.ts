@@ -44,9 +44,15 @@ export interface DurableWrites {
   /**
    * Runs a write script. With `replicaAcks` > 0 it goes with a `WAIT` in one round trip and throws
    * NotReplicatedError when fewer replicas confirmed it in time (the write stands on the primary). Writes
-   * that took effect are kept for `replaySeconds` to re-apply after a primary change.
+   * that took effect are kept for `replaySeconds` to re-apply after a primary change. `confirm: false`
+   * skips the WAIT, for a batch of writes the caller confirms once at its end (`confirm()`).
    */
-  run(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown>;
+  run(
+    name: ScriptName,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    options?: { confirm?: boolean },
+  ): Promise<unknown>;
   /** `WAIT` alone, for writes made another way on this connection (BullMQ's job adds): throws as `run`. */
   confirm(): Promise<void>;
   /** Re-applies the kept writes, oldest first (the primary changed). One replay at a time. */
@@ -65,6 +71,8 @@ export function createDurableWrites(
     replaySeconds: number;
     replayMaxWrites: number;
     nowMs: () => number;
+    /** Fewer replicas than asked confirmed a write in time (a metric and a log line, in the wiring). */
+    onNotReplicated: (acknowledged: number, wanted: number) => void;
   },
 ): DurableWrites {
   const { replicaAcks, replicaAckTimeoutMs } = options;
@@ -91,16 +99,26 @@ export function createDurableWrites(
     return { result, acknowledged: waitError ? 0 : Number(acknowledged) };
   }
 
-  async function run(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]) {
+  const notReplicated = (acknowledged: number, result: unknown) => {
+    options.onNotReplicated(acknowledged, replicaAcks);
+    return new NotReplicatedError(acknowledged, replicaAcks, result);
+  };
+
+  async function run(
+    name: ScriptName,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    runOptions: { confirm?: boolean } = {},
+  ) {
     const atMs = options.nowMs();
-    if (replicaAcks === 0) {
+    if (replicaAcks === 0 || runOptions.confirm === false) {
       const result = await runScript(redis, name, keys, args);
       if (REPLAYED[name]?.kept(result)) keep({ atMs, name, keys, args });
       return result;
     }
     const { result, acknowledged } = await runAndWait(name, keys, args);
     if (REPLAYED[name]?.kept(result)) keep({ atMs, name, keys, args });
-    if (acknowledged < replicaAcks) throw new NotReplicatedError(acknowledged, replicaAcks, result);
+    if (acknowledged < replicaAcks) throw notReplicated(acknowledged, result);
     return result;
   }
 
@@ -112,7 +130,7 @@ export function createDurableWrites(
       .wait(replicaAcks, replicaAckTimeoutMs)
       .exec()) as [Error | null, unknown][];
     const acknowledged = replies[1]?.[0] ? 0 : Number(replies[1]?.[1] ?? 0);
-    if (acknowledged < replicaAcks) throw new NotReplicatedError(acknowledged, replicaAcks, null);
+    if (acknowledged < replicaAcks) throw notReplicated(acknowledged, null);
   }
 
   async function replayAll(): Promise<ReplayReport> {

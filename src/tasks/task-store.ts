@@ -79,7 +79,9 @@ export function createTaskStore(
     },
 
     async complete(taskId: string, outcome: TaskOutcome, summary: string, nowMs: number) {
-      return (await durable.run('completeTask', [keys.task(taskId)], [outcome, summary, nowMs])) as
+      // Confirmed with the revocations it starts (requestRevocation), in one WAIT.
+      const args = [outcome, summary, nowMs];
+      return (await durable.run('completeTask', [keys.task(taskId)], args, { confirm: false })) as
         'completed' | 'already' | 'missing';
     },
 

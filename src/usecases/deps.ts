@@ -27,8 +27,6 @@ export interface UseCaseEvents {
   approvalRequested(approval: Approval): void;
   /** An approval was decided or expired. */
   approvalSettled(approval: Pick<Approval, 'id' | 'kind'>, status: 'approved' | 'denied' | 'expired'): void;
-  /** Fewer replicas than `broker.replicaAcks` confirmed a write in time (`what`: lease, settlement, ...). */
-  notReplicated(what: string, acknowledged: number, wanted: number): void;
 }
 
 /** What the API and the worker both hold, over the same stores. */

@@ -1,10 +1,12 @@
 import { serializeAuditEvent, type AuditEvent } from '../audit/audit-log';
 import { BrokerError } from '../domain/errors';
 import type { Lease } from '../domain/types';
+import type { CreateLeaseResult } from '../leases/lease-store';
 import type { CredentialProvider } from '../providers/provider';
+import { NotReplicatedError } from '../redis/durable-writes';
 import type { BrokerDeps } from './deps';
 
-type Deps = Pick<BrokerDeps, 'config' | 'leases' | 'events'>;
+type Deps = Pick<BrokerDeps, 'config' | 'leases' | 'events' | 'nowMs'>;
 
 /** Writes the lease and its audit entry; if that fails, the credential is revoked at once and never returned. */
 export async function recordLease(
@@ -26,7 +28,7 @@ export async function recordLease(
           false,
         ),
       );
-  let result: string;
+  let result: CreateLeaseResult;
   try {
     const options = {
       maxActiveLeases: deps.config.broker.maxActiveLeases,
@@ -38,6 +40,7 @@ export async function recordLease(
     };
     result = await deps.leases.create(lease, options);
   } catch (error) {
+    if (error instanceof NotReplicatedError) return notReplicated(deps, lease, error, revokeUnissued);
     await revokeUnissued('never recorded nor returned');
     throw new BrokerError('unavailable', 'the lease could not be recorded; no credential was issued', {
       cause: error,
@@ -45,13 +48,62 @@ export async function recordLease(
   }
   if (result === 'ok') return;
   await revokeUnissued(`refused a lease (${result})`);
-  if (result === 'cap')
-    throw new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
-  if (result === 'identity_cap' || result === 'task_cap') throw quotaError(deps, result);
-  if (result === 'approval_used') throw new BrokerError('approval_used', 'the approval was already used');
-  if (result.startsWith('approval_'))
-    throw new BrokerError('approval_expired', 'the approval expired before the credential was recorded');
-  throw new BrokerError('internal', 'lease id collision', { detail: `lease ${lease.id} existed` });
+  throw refusal(deps, lease, result);
+}
+
+/**
+ * The lease stands on the primary but too few replicas confirmed it: a failover could still lose it, so the
+ * credential never leaves. It is revoked now, and the lease is marked for revocation so the worker settles
+ * it (a revocation is idempotent: revoking it again there is harmless).
+ */
+async function notReplicated(
+  deps: Deps,
+  lease: Lease,
+  error: NotReplicatedError,
+  revokeUnissued: (why: string) => Promise<unknown>,
+): Promise<never> {
+  await revokeUnissued(`its lease was not confirmed by the replicas (${error.message})`);
+  if (error.result === 'ok')
+    await deps.leases
+      .markRevoking(lease.id, 'not confirmed by the Redis replicas; never returned', deps.nowMs())
+      .catch(() => undefined);
+  throw new BrokerError(
+    'not_replicated',
+    'the lease was not confirmed by the Redis replicas; nothing was issued',
+    {
+      cause: error,
+    },
+  );
+}
+
+/** Every answer of createLease but `ok`, as the caller's error: the type checker sees each one handled. */
+function refusal(deps: Deps, lease: Lease, result: Exclude<CreateLeaseResult, 'ok'>): BrokerError {
+  switch (result) {
+    case 'cap':
+      return new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
+    case 'identity_cap':
+    case 'task_cap':
+      return quotaError(deps, result);
+    // Completed or expired while the credential was being minted: the lease was never written.
+    case 'task_not_open':
+      return new BrokerError(
+        'task_not_open',
+        'the task was completed or expired while the credential was minted',
+      );
+    case 'approval_used':
+      return new BrokerError('approval_used', 'the approval was already used');
+    case 'approval_expired':
+    case 'approval_pending':
+    case 'approval_denied':
+    case 'approval_missing':
+      return new BrokerError('approval_expired', 'the approval expired before the credential was recorded');
+    case 'exists':
+      return new BrokerError('internal', 'lease id collision', { detail: `lease ${lease.id} existed` });
+    default:
+      return new BrokerError('internal', 'unexpected answer recording a lease', {
+        detail: `createLease answered ${String(result satisfies never)}`,
+      });
+  }
 }
 
 export function quotaError(deps: Pick<Deps, 'config'>, which: 'identity_cap' | 'task_cap'): BrokerError {

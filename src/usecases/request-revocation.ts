@@ -49,6 +49,9 @@ export async function requestRevocation(
   // Leases already revoking are queued again too: a no-op if their job is still there, a rescue if not.
   const requeue = live.filter((lease) => lease.state === 'revoking').map((lease) => lease.id);
   await deps.queue.revokeNow([...new Set([...started.map((lease) => lease.id), ...requeue])]);
+  // One WAIT for the whole batch: the transitions and their jobs are on the replicas before it counts
+  // (a NotReplicatedError is 503 not_replicated; repeating the call is safe).
+  await deps.leases.confirmWrites();
   await deps.audit.appendMany(
     started.map((lease) => ({
       type: 'lease.revoke_requested' as const,

@@ -1,5 +1,6 @@
 import { isSettled, type Lease } from '../domain/types';
 import { RevocationRefusedError } from '../providers/provider';
+import { NotReplicatedError } from '../redis/durable-writes';
 import type { WorkerDeps } from './deps';
 
 export type SettleResult = 'settled' | 'already' | 'missing';
@@ -23,7 +24,11 @@ export async function settleLease(
     await deps.leases.forgetDue(leaseId);
     return 'missing';
   }
-  if (isSettled(lease.state)) return 'already';
+  if (isSettled(lease.state)) {
+    // A retry after replicas did not confirm the settlement: it counts once they hold it (WAIT).
+    await deps.leases.confirmWrites();
+    return 'already';
+  }
   const nowMs = deps.nowMs();
   const provider = deps.providers.get(lease.provider);
   const base = {
@@ -62,7 +67,7 @@ export async function settleLease(
   }
   const state = lease.revokeReason ? 'revoked' : 'expired';
   const reason = lease.revokeReason ?? 'ttl';
-  const result = await deps.leases.settle(lease, { state, revocation, detail, reason }, nowMs);
+  const { result, unconfirmed } = await settleOnce(deps, lease, { state, revocation, detail, reason }, nowMs);
   if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
   deps.events.settled(lease, state, nowMs);
   await deps.audit.append({
@@ -72,7 +77,24 @@ export async function settleLease(
     reason,
     detail: { state, revocation, ...(detail ? { revocationDetail: detail } : {}) },
   });
+  // Settled on the primary (and audited), not yet on the replicas: the job fails, and its retry confirms.
+  if (unconfirmed) throw unconfirmed;
   return 'settled';
+}
+
+/** The settlement, and whether too few replicas confirmed it (it stands on the primary all the same). */
+async function settleOnce(
+  deps: Pick<WorkerDeps, 'leases'>,
+  lease: Lease,
+  outcome: Parameters<WorkerDeps['leases']['settle']>[1],
+  nowMs: number,
+): Promise<{ result: string; unconfirmed?: NotReplicatedError }> {
+  try {
+    return { result: await deps.leases.settle(lease, outcome, nowMs) };
+  } catch (error) {
+    if (!(error instanceof NotReplicatedError)) throw error;
+    return { result: String(error.result), unconfirmed: error };
+  }
 }
 
 /**
@@ -91,11 +113,8 @@ async function forceClose(
     `closed by force although revocation failed (${failure}); the credential may still be valid at its ` +
     `source until ${new Date(untilMs).toISOString()}`;
   const reason = lease.revokeReason ?? 'forced';
-  const result = await deps.leases.settle(
-    lease,
-    { state: 'force-closed', revocation: 'force-closed', detail, reason },
-    nowMs,
-  );
+  const outcome = { state: 'force-closed' as const, revocation: 'force-closed', detail, reason };
+  const { result, unconfirmed } = await settleOnce(deps, lease, outcome, nowMs);
   if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
   deps.events.settled(lease, 'force-closed', nowMs);
   await deps.audit.append({
@@ -105,5 +124,6 @@ async function forceClose(
     reason,
     detail: { state: 'force-closed', revocation: 'force-closed', revocationDetail: detail },
   });
+  if (unconfirmed) throw unconfirmed;
   return 'settled';
 }

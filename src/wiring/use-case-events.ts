@@ -54,9 +54,5 @@ export function useCaseEvents(metrics: Metrics, logger: Logger, outbound: Outbou
         final ? 'revocation failed: lease is irrevocable' : 'revocation attempt failed',
       );
     },
-    notReplicated: (what, acknowledged, wanted) => {
-      metrics.notReplicated.inc();
-      logger.warn({ what, acknowledged, wanted }, 'Redis replicas did not confirm a write in time');
-    },
   };
 }

@@ -18,6 +18,35 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
       ...body,
     });
 
+  it('answers 409 task_not_open, not 500, when the task completes while its credential is minted', async () => {
+    const task = await declare(agent);
+    const taskId = task.body.taskId as string;
+    const jwt = broker.context.deps.providers.get('jwt');
+    if (!jwt) throw new Error('the test broker has a jwt provider');
+    const mint = jwt.mint.bind(jwt);
+    // The task's completion lands between the broker's task check and the lease write.
+    const spy = jest.spyOn(jwt, 'mint').mockImplementationOnce(async (request) => {
+      const minted = await mint(request);
+      const completed = await broker.call('POST', `/v1/tasks/${taskId}/complete`, agent, {
+        outcome: 'succeeded',
+      });
+      expect(completed.status).toBe(200);
+      return minted;
+    });
+    try {
+      const raced = await broker.call('POST', `/v1/tasks/${taskId}/credentials`, agent, {
+        grant: 'artifacts-read',
+      });
+      expect([raced.status, raced.body.error]).toEqual([409, 'task_not_open']);
+      expect(raced.body.message).toContain('completed or expired while the credential was minted');
+    } finally {
+      spy.mockRestore();
+    }
+    // Nothing was recorded against the closed task.
+    const view = await broker.call('GET', `/v1/tasks/${taskId}`, agent);
+    expect(view.body.leases).toEqual([]);
+  });
+
   it('issues a JWT bound to the task, scoped to the grant, verifiable with the published JWKS', async () => {
     const task = await declare(agent);
     expect(task.status).toBe(201);

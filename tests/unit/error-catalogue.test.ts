@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Request, Response } from 'express';
 import { BrokerError, ERROR_CATALOGUE, type ErrorCode } from '../../src/domain/errors';
 import { errorHandler } from '../../src/http/errors';
+import { NotReplicatedError } from '../../src/redis/durable-writes';
 import type { Logger } from '../../src/observability/logger';
 
 const DOC = path.resolve(__dirname, '../../docs/errors.md');
@@ -142,11 +143,21 @@ describe('what a caller sees of an error (the edge error handler)', () => {
     expect(logged).toContain('is not authorized');
   });
 
-  it('only internal, unavailable and backend_refused are server-side codes', () => {
+  it('only internal, unavailable, not_replicated and backend_refused are server-side codes', () => {
     expect(codes.filter((code) => ERROR_CATALOGUE[code].status >= 500).sort()).toEqual([
       'backend_refused',
       'internal',
+      'not_replicated',
       'unavailable',
     ]);
+  });
+
+  it('answers replicas that did not confirm a write as 503 not_replicated, saying so', () => {
+    const { status, body } = answer(new NotReplicatedError(0, 1, 'ok'));
+    expect(status).toBe(503);
+    expect(body).toEqual({
+      error: 'not_replicated',
+      message: 'the Redis replicas did not confirm the write in time; retry',
+    });
   });
 });
