@@ -22,13 +22,16 @@ const GENESIS: Head = { id: '', lastSeq: 0, hash: GENESIS_CHAIN };
 /** The seals in Redis are not a continuation of what this process saw: someone rewrote the log. */
 export class AuditTamperError extends Error {}
 
-/** Seals this process saw that a failover took away, none of them confirmed on a replica. */
+/** Seals this process saw that a failover took away: the promoted replica never got them. */
 export interface FailoverLoss {
-  /** The newest seal the replicas had confirmed (where Redis's log now carries on from). */
-  confirmed: { seq: number; id: string };
+  /** The newest seal this process saw that the new primary holds (where its log now carries on from). */
+  kept: { seq: number; id: string };
   /** The newest seal this process had seen, now gone. */
   lost: { seq: number; id: string };
 }
+
+/** How many of its latest seals a sealer remembers, to find where a new primary's log carries on from. */
+const REMEMBERED = 512;
 
 export interface AuditSealer {
   /** Seals whatever is unsealed now; resolves to how many events it sealed. */
@@ -52,11 +55,14 @@ export function startAuditSealer(deps: {
   nowMs: () => number;
   onError: (error: unknown) => void;
   /**
-   * True when seals are confirmed on replicas (`broker.replicaAcks` > 0). Then only a confirmed history must
-   * survive: seals a failover took before any replica confirmed them are a loss (`onFailoverLoss`), not
-   * tampering. False: every seal this process saw must survive (one Redis has nobody to confirm them).
+   * The replication id of the primary written to: `last` as last read (cheap), `current` read now. A seal is
+   * remembered with the primary it was appended on, so a log cut back can be told from a failover.
    */
-  replicasConfirm: boolean;
+  primary: { last(): string; current(): Promise<string> };
+  /**
+   * The primary changed and the new one lacks this process's newest seals (a replica that was not promoted
+   * had confirmed them, or none had): reported, and sealing carries on from the newest seal it still holds.
+   */
   onFailoverLoss: (loss: FailoverLoss) => void;
   /** Each new seal: its last event's sequence number and the chain hash there, for the log outside Redis. */
   onSealed?: (head: { seq: number; id: string; hash: string; events: number }) => void;
@@ -64,13 +70,10 @@ export function startAuditSealer(deps: {
   const { redis, keys, audit } = deps;
   const ownKeys = createLocalJWKSet(deps.signingKeys.jwks);
   const log = keys.prefix;
-  /** The newest seal this process has seen; the seals in Redis must carry on from it. */
-  let known: Head | null = null;
-  /**
-   * The newest seal known to be on replicas: this process's own, confirmed by WAIT, or the head it found
-   * when it started (written before it came). Without replicas to confirm, every seal seen counts.
-   */
-  let confirmed: Head | null = null;
+  /** The newest seal this process has seen, and the primary it saw it on; Redis's seals carry on from it. */
+  let known: (Head & { primary: string }) | null = null;
+  /** The latest seals seen, oldest first: after a failover, the new primary's log carries on from one. */
+  const remembered: Head[] = [];
   let halted: AuditTamperError | null = null;
   const same = (a: Head, b: Head) => a.id === b.id && a.hash === b.hash;
 
@@ -90,10 +93,11 @@ export function startAuditSealer(deps: {
   /**
    * The head to seal after: the newest seal, checked. Fails closed (seals nothing more) when it is not the
    * broker's, or does not carry on from what this process saw: otherwise whoever can write to Redis could
-   * delete the seals, edit the events, and have the broker sign the edited history. One exception, when
-   * replicas confirm seals: the log carries on from the newest *confirmed* seal, and only seals no replica
-   * had confirmed are gone. That is what a failover does (the promoted replica never got them), so it is
-   * reported as a loss and sealing continues; a confirmed seal that is gone or rewritten still halts it.
+   * delete the seals, edit the events, and have the broker sign the edited history. One exception: the
+   * primary changed since the newest seal seen, and the new primary's log carries on from a seal this
+   * process saw before it. A failover does that (the promoted replica never got the last seals, even where
+   * a replica that was not promoted confirmed them), so it is reported as a loss and sealing continues. A
+   * log cut back on the same primary, or one that carries on from no seal seen, still halts it.
    */
   async function checkedHead(newest: StoredSeal | null): Promise<Head> {
     let head = GENESIS;
@@ -106,9 +110,10 @@ export function startAuditSealer(deps: {
       head = { id: newest.id, lastSeq: payload.lastSeq, hash: payload.hash };
     }
     if (!known || (await carriesOn(known, head))) return head;
-    if (deps.replicasConfirm && confirmed && (await carriesOn(confirmed, head))) {
+    const kept = known.primary !== (await deps.primary.current()) ? await keptAfterFailover(head) : null;
+    if (kept) {
       deps.onFailoverLoss({
-        confirmed: { seq: confirmed.lastSeq, id: confirmed.id },
+        kept: { seq: kept.lastSeq, id: kept.id },
         lost: { seq: known.lastSeq, id: known.id },
       });
       return head;
@@ -122,12 +127,29 @@ export function startAuditSealer(deps: {
     );
   }
 
+  /** The newest remembered seal the new primary's log carries on from (newest first; most fail at once). */
+  async function keptAfterFailover(head: Head): Promise<Head | null> {
+    for (let at = remembered.length - 1; at >= 0; at--) {
+      const seen = remembered[at] as Head;
+      if (await carriesOn(seen, head)) return seen;
+    }
+    return null;
+  }
+
+  function see(head: Head, primary: string) {
+    known = { ...head, primary };
+    const last = remembered[remembered.length - 1];
+    // No seal at all is never where a log carries on from after a failover: "the seals are gone" halts.
+    if (head.id === '' || (last && same(last, head))) return;
+    remembered.push(head);
+    if (remembered.length > REMEMBERED) remembered.shift();
+  }
+
   async function sealBatch(): Promise<number> {
+    const primary = deps.primary.last();
     const newest = await audit.newestSeal();
     const previous = await checkedHead(newest);
-    known = previous;
-    // The head found at start was there before this process: confirmed as far as it can tell.
-    if (!deps.replicasConfirm || !confirmed) confirmed = previous;
+    see(previous, primary);
     const entries = await audit.entries(newest?.id, BATCH);
     if (entries.length === 0) return 0;
     const seal = buildSeal(log, previous, entries, deps.nowMs());
@@ -135,8 +157,8 @@ export function startAuditSealer(deps: {
     const appended = await audit.appendSeal(newest?.id ?? '', { id: seal.lastId, jws });
     // Lost the race to another sealer: it sealed these; nothing to do until the next tick.
     if (appended === 'raced') return 0;
-    known = { id: seal.lastId, lastSeq: seal.lastSeq, hash: seal.hash };
-    if (appended === 'appended' || !deps.replicasConfirm) confirmed = known;
+    // Appended ('unconfirmed' too: fewer replicas than asked have it, but the primary does).
+    see({ id: seal.lastId, lastSeq: seal.lastSeq, hash: seal.hash }, primary);
     deps.onSealed?.({ seq: seal.lastSeq, id: seal.lastId, hash: seal.hash, events: entries.length });
     return entries.length;
   }

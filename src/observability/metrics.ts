@@ -94,7 +94,7 @@ export function createMetrics(counts: {
     }),
     auditFailoverLosses: new Counter({
       name: 'tasklease_audit_failover_losses_total',
-      help: 'Times a failover took audit seals no replica had confirmed (sealing went on from the confirmed head)',
+      help: 'Times a Redis failover took audit seals the new primary never got (sealing went on from the newest seal it holds)',
       registers: [registry],
     }),
     activeLeases: new Gauge({

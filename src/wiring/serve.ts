@@ -8,6 +8,7 @@ import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
 import type { Logger } from '../observability/logger';
 import { createTokenInspector } from '../providers/jwt/inspect-token';
+import type { PrimaryWatch } from '../redis/primary-watch';
 import type { SigningKeyRing } from '../signing/signing-keys';
 import { createApiContext, type ApiContext } from './api-context';
 import { createSharedContext, type SharedContext } from './shared-context';
@@ -74,7 +75,7 @@ async function listen(shared: SharedContext, options: Parameters<typeof startApi
     }),
   ]);
   server.keepAliveTimeout = 65_000;
-  const sealer = startSealer(context, options.config, options.signingKeys, logger);
+  const sealer = startSealer(context, shared.primary, options.config, options.signingKeys, logger);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
@@ -112,7 +113,13 @@ async function listen(shared: SharedContext, options: Parameters<typeof startApi
 }
 
 /** The audit sealer: chains and signs what this API appended; logs the chain's head once a minute. */
-function startSealer(context: ApiContext, config: Config, signingKeys: SigningKeyRing, logger: Logger) {
+function startSealer(
+  context: ApiContext,
+  primary: PrimaryWatch,
+  config: Config,
+  signingKeys: SigningKeyRing,
+  logger: Logger,
+) {
   let lastHeadLoggedMs = 0;
   return startAuditSealer({
     redis: context.redis,
@@ -122,12 +129,15 @@ function startSealer(context: ApiContext, config: Config, signingKeys: SigningKe
     brokerIssuer: config.broker.issuer,
     intervalMs: config.audit.sealIntervalMs,
     nowMs: context.deps.nowMs,
-    replicasConfirm: config.broker.replicaAcks > 0,
-    onFailoverLoss: ({ confirmed, lost }) => {
+    primary: {
+      last: () => primary.last()?.replicationId ?? '',
+      current: async () => (await primary.check()).replicationId,
+    },
+    onFailoverLoss: ({ kept, lost }) => {
       context.metrics.auditFailoverLosses.inc();
       logger.error(
-        { confirmedSeq: confirmed.seq, confirmedId: confirmed.id, lostSeq: lost.seq, lostId: lost.id },
-        'audit seals lost in a Redis failover (no replica had confirmed them); sealing carries on from the confirmed seal',
+        { keptSeq: kept.seq, keptId: kept.id, lostSeq: lost.seq, lostId: lost.id },
+        'audit seals lost in a Redis failover (the promoted replica never got them); sealing carries on from the newest seal it holds',
       );
     },
     onError: (error) => {
