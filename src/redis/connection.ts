@@ -62,7 +62,26 @@ export function connectRedis(target: RedisTarget, options: ConnectOptions = {}):
     }
   })();
   defineScripts(client);
+  if (target.kind === 'sentinel') reconnectAfterEnd(client);
   return client;
+}
+
+/** Connections closed on purpose (closeRedis): the only ones allowed to stay ended. */
+const closing = new WeakSet<RedisClient>();
+
+/**
+ * ioredis ends a Sentinel connection for good when it is disconnected while connecting: its failover
+ * detector disconnects on `+switch-master`, and SentinelConnector.connect then throws "Connection is
+ * closed", which sets the status to `end` with no reconnect (seen in a kill -9 failover here, ioredis
+ * 5.11). A broker whose connection ended would never write again, so it connects again.
+ */
+function reconnectAfterEnd(client: RedisClient): void {
+  client.on('end', () => {
+    if (closing.has(client)) return;
+    setTimeout(() => {
+      if (!closing.has(client) && client.status === 'end') client.connect().catch(() => undefined);
+    }, 200).unref();
+  });
 }
 
 /** Resolves once the connection is ready; rejects after `timeoutMs` with the last error seen. */
@@ -85,4 +104,21 @@ export async function waitForReady(redis: RedisClient, timeoutMs: number): Promi
   } finally {
     redis.off('error', onError);
   }
+}
+
+/**
+ * Closes a connection for good. `quit()` lets queued commands finish; the `disconnect()` after it also
+ * closes what `quit()` leaves behind: a Sentinel client's failover detector keeps its own connections to
+ * every sentinel open, and they would keep the process alive.
+ */
+/** Drops a connection at once (what it had queued fails), and stops it reconnecting. */
+export function disconnectRedis(redis: RedisClient): void {
+  closing.add(redis);
+  redis.disconnect();
+}
+
+export async function closeRedis(redis: RedisClient): Promise<void> {
+  closing.add(redis);
+  if (redis.status !== 'end') await redis.quit().catch(() => undefined);
+  redis.disconnect();
 }

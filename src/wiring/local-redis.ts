@@ -37,11 +37,11 @@ export interface LocalRedis {
  */
 export async function startLocalRedis(
   dir: string,
-  options: { appendOnly?: boolean } = {},
+  options: { appendOnly?: boolean; port?: number } = {},
 ): Promise<LocalRedis> {
   if (spawnSync('redis-server', ['--version']).error) throw new RedisServerMissing();
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const args = [
     '--port',
     String(port),

@@ -18,7 +18,13 @@ import { createJwtRevoker } from '../providers/jwt/jwt-provider';
 import type { CredentialProvider, CredentialRevoker } from '../providers/provider';
 import { createVaultClient } from '../providers/vault/vault-client';
 import { createVaultProvider } from '../providers/vault/vault-provider';
-import { connectRedis, waitForReady, type RedisClient } from '../redis/connection';
+import {
+  closeRedis,
+  connectRedis,
+  disconnectRedis,
+  waitForReady,
+  type RedisClient,
+} from '../redis/connection';
 import { createDurableWrites, type DurableWrites } from '../redis/durable-writes';
 import { RedisKeys, resolveKeyPrefix } from '../redis/keys';
 import { watchPrimary, type PrimaryWatch } from '../redis/primary-watch';
@@ -87,7 +93,7 @@ async function connectChecked(config: Config, target: RedisTarget, logger: Logge
       throw new StartupError(`cannot use Redis at ${where}: ${error.message}`);
     });
   } catch (error) {
-    redis.disconnect();
+    disconnectRedis(redis);
     throw error;
   }
   for (const { address, value } of await smallListpackValues(redis))
@@ -124,6 +130,10 @@ export async function createSharedContext(options: {
     replaySeconds: broker.failoverReplaySeconds,
     replayMaxWrites: broker.failoverReplayMaxWrites,
     nowMs,
+    onNotReplicated: (acknowledged, wanted) => {
+      metrics.notReplicated.inc();
+      logger.warn({ acknowledged, wanted }, 'Redis replicas did not confirm a write in time');
+    },
   });
   const leases = createLeaseStore(redis, keys, durable, { retentionSeconds: broker.retentionSeconds });
   const metrics = createMetrics({ unsettled: leases.countUnsettled, irrevocable: leases.countIrrevocable });
@@ -149,6 +159,8 @@ export async function createSharedContext(options: {
     onProblem: (message) => logger.warn({ problem: message }, 'Redis cannot take writes now: not ready'),
     onError: (error) => logger.warn({ err: (error as Error).message }, 'Redis primary check failed'),
   });
+  // The first read now: a primary change from here on is seen, however soon it comes.
+  await primary.check();
   const queue = createRevocationQueue(redis, keys, config.revocation);
   const alerts = config.alerts.irrevocableWebhook
     ? createIrrevocableAlerts({
@@ -201,11 +213,11 @@ export async function createSharedContext(options: {
       primary.stop();
       await Promise.all([alerts?.flush(), approvalNotifications?.flush()]);
       // With Redis gone, stop reconnecting first so closing does not wait on it.
-      if (redis.status !== 'ready') redis.disconnect();
+      if (redis.status !== 'ready') disconnectRedis(redis);
       await queue.close();
       awsClients.destroy();
       vault?.close();
-      await redis.quit().catch(() => redis.disconnect());
+      await closeRedis(redis);
     },
   };
 }

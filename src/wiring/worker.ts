@@ -10,7 +10,7 @@ import { startRevocationWorker } from '../jobs/revocation-worker';
 import { startSweeper } from '../jobs/sweeper';
 import type { Logger } from '../observability/logger';
 import { throttledWarning } from '../observability/throttled-log';
-import { connectRedis } from '../redis/connection';
+import { closeRedis, connectRedis } from '../redis/connection';
 import { expireApprovals } from '../usecases/expire-approvals';
 import { createSharedContext, type SharedContext } from './shared-context';
 import { StartupError } from './startup-error';
@@ -83,13 +83,7 @@ async function startParts(
   }
 
   const bullConnection = connectRedis(options.redis, { forBullWorker: true, name: 'tasklease-worker' });
-  started.push({
-    close: () =>
-      bullConnection.quit().then(
-        () => undefined,
-        () => bullConnection.disconnect(),
-      ),
-  });
+  started.push({ close: () => closeRedis(bullConnection) });
   const worker = startRevocationWorker(deps, bullConnection, shared.keys);
   const warn = throttledWarning(logger, 'revocation worker error');
   worker.on('error', (error) => warn({ err: error.message }));

@@ -101,7 +101,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const admins = await createTestIssuer({ name: 'corp' });
   mkdirSync(path.join(dir, 'policies'));
   writeFileSync(path.join(dir, 'policies', 'test.cedar'), options.policies ?? DEFAULT_POLICIES);
-  const prefix = uniquePrefix('b');
+  // A cluster needs a hash tag in the prefix ({t-…}:): the caller passes its own then.
+  const prefix = options.broker?.redisPrefix ?? uniquePrefix('b');
   const input: ConfigInput = {
     issuers: [agents.config, admins.config, ...(options.extraIssuers ?? []).map((issuer) => issuer.config)],
     grants: options.grants ?? {
@@ -127,7 +128,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ],
     ...(options.breakGlass ? { breakGlass: options.breakGlass } : {}),
     resourceServers: options.resourceServers ?? [{ issuer: 'corp', subjects: ['artifacts-api'] }],
-    broker: { issuer: 'tasklease-test', redisPrefix: prefix, ...options.broker },
+    broker: { issuer: 'tasklease-test', ...options.broker, redisPrefix: prefix },
     revocation: { backoffMs: 50, attempts: 3, ...options.revocation },
     ...(options.alerts ? { alerts: options.alerts } : {}),
     ...(options.audit ? { audit: options.audit } : {}),
