@@ -1,12 +1,7 @@
 import Redis, { Cluster } from 'ioredis';
 import { parseRedisTarget } from '../../src/config/redis-target';
 import { closeRedis, connectRedis, waitForReady } from '../../src/redis/connection';
-import {
-  hashSlot,
-  startRedisCluster,
-  startSentinelSet,
-  waitUntil,
-} from '../support/redis-topology';
+import { hashSlot, startRedisCluster, startSentinelSet, waitUntil } from '../support/redis-topology';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -29,7 +24,6 @@ async function writesWithin(
     await sleep(100);
   }
 }
-
 
 describe('Redis topology test support', () => {
   it('starts a Sentinel set that fails over and promotes, with ioredis following it', async () => {
