@@ -80,7 +80,7 @@ async function connectChecked(config: Config, target: RedisTarget, logger: Logge
   try {
     prefix = resolveKeyPrefix(config.broker.redisPrefix, target.kind);
   } catch (error) {
-    throw new StartupError((error as Error).message);
+    throw new StartupError(`cannot use Redis at ${where}: ${(error as Error).message}`);
   }
   const redis = connectRedis(target, { name: 'tasklease', autoPipelining });
   try {
