@@ -6,12 +6,14 @@ import { alignedTtl, measureBytesPerLease, measureRevocationLag } from './bench/
 import { closedLoop, openLoop, type PhaseResult, type Target } from './bench/load-generator';
 import { BENCH_BULK_GRANT, startBenchEnvironment, type BenchEnvironment } from './bench/processes';
 import { printTable, verdictOf, writeJson, type Row } from './bench/report';
+import { startSentinelEnvironment, type SentinelEnvironment } from './bench/sentinel';
 import { prepareWorkload } from './bench/workload';
 
 /**
  * `npm run bench` — the product's performance targets, measured (docs/benchmark.md): issuance throughput
  * and latency against the irreducible floor in the same run, revocation lag, Redis bytes per lease, bulk
- * revocation.
+ * revocation; then the same issuance and revocation-lag phases through a Sentinel set with
+ * `broker.replicaAcks: 1` (BENCH_SENTINEL=0 skips it), as a ratio to the single-Redis figures.
  * `--quick` is a short smoke run; BENCH_* variables override the sizes.
  */
 
@@ -40,7 +42,12 @@ const settings = {
   memoryLeases: num('BENCH_MEMORY_LEASES', 20_000, 3000),
   bulkRevoke: num('BENCH_BULK_REVOKE', 10_000, 2000),
   watchdogSeconds: num('BENCH_WATCHDOG_SECONDS', 900, 240),
+  /** The Sentinel phase: on unless BENCH_SENTINEL is 0 (or false, no, off). */
+  sentinel: !/^(0|false|no|off)$/i.test(process.env.BENCH_SENTINEL ?? ''),
 };
+
+/** The Sentinel phase's topology and durability setting (issue 14: the price of `replicaAcks: 1`). */
+const SENTINEL = { replicas: 2, sentinels: 3, replicaAcks: 1 } as const;
 
 const GIB = 1024 ** 3;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -48,7 +55,7 @@ const log = (line: string) => process.stdout.write(`${line}\n`);
 
 /** Runs one load phase and notes how many cores each process used meanwhile (from /proc). */
 async function measured<T extends PhaseResult>(
-  env: BenchEnvironment,
+  env: { cpuSeconds(): Record<string, number | null> },
   label: string,
   server: 'api' | 'floor',
   run: () => Promise<T>,
@@ -167,6 +174,117 @@ async function run(env: BenchEnvironment) {
   }
 }
 
+/**
+ * Issuance (saturated, then at each rate) and one revocation-lag batch through the Sentinel set's broker,
+ * measured as the single-Redis phases are; the lag phase reads the leases from the primary via the sentinels.
+ */
+async function runSentinel(env: SentinelEnvironment) {
+  const { measureSeconds, warmupSeconds, connections } = settings;
+  const timing = { warmupMs: warmupSeconds * 1000, durationMs: measureSeconds * 1000 };
+  const workload = await prepareWorkload(env, { identities: 4, tasksEach: 4 });
+  const longLived = workload.broker(3600);
+  log(`warming up the Sentinel broker (${settings.jitWarmupSeconds} s, not recorded)...`);
+  await closedLoop(longLived, { connections, warmupMs: settings.jitWarmupSeconds * 1000, durationMs: 1 });
+  log(`issuance through Sentinel, broker.replicaAcks: ${env.replicaAcks}:`);
+  const saturated = await measured(env, 'sentinel saturated', 'api', () =>
+    closedLoop(longLived, { connections, ...timing }),
+  );
+  const rates: Record<string, Awaited<ReturnType<typeof measured>>> = {};
+  for (const rate of settings.rates)
+    rates[rate] = await measured(env, `sentinel ${rate}/s`, 'api', () =>
+      openLoop(longLived, { ratePerSecond: rate, ...timing }),
+    );
+
+  const redis = env.connect();
+  try {
+    log(
+      `revocation lag through Sentinel: ${settings.lagBatch} leases with a ${settings.lagTtlSeconds} s TTL...`,
+    );
+    const lag = await measureRevocationLag(redis, workload.broker(settings.lagTtlSeconds), {
+      count: settings.lagBatch,
+      connections,
+      timeoutMs: settings.lagTtlSeconds * 1000 + 60_000,
+    });
+    log(
+      `  lag p50 ${lag.lag.p50Ms} ms, p99 ${lag.lag.p99Ms} ms, max ${lag.lag.maxMs} ms; ${JSON.stringify(lag.states)}`,
+    );
+    const primaryAtEnd = await env.set.primary();
+    const replication = Object.fromEntries(
+      (await primaryAtEnd.cli('INFO', 'replication'))
+        .split('\n')
+        .map((line) => line.trim().split(/:(.*)/, 2))
+        .filter((pair) => pair.length === 2 && /^(role|connected_slaves|slave\d+)$/.test(pair[0] as string)),
+    ) as Record<string, string>;
+    return {
+      topology: {
+        primary: 1,
+        replicas: SENTINEL.replicas,
+        sentinels: SENTINEL.sentinels,
+        replicaAcks: env.replicaAcks,
+        replicaAckTimeoutMs: 'default',
+        appendOnlyFile: false,
+      },
+      saturated,
+      rates,
+      lag,
+      failovers: primaryAtEnd === env.primaryAtStart ? 0 : 1,
+      replicationAtEnd: replication,
+    };
+  } finally {
+    redis.disconnect();
+  }
+}
+
+type SentinelResults = Awaited<ReturnType<typeof runSentinel>>;
+
+function sentinelRows(
+  sentinel: SentinelResults,
+  single: { saturated: Awaited<ReturnType<typeof measured>> },
+): Row[] {
+  const { saturated, rates, lag } = sentinel;
+  const label = `Sentinel, replicaAcks ${sentinel.topology.replicaAcks}`;
+  const errors = [saturated, ...Object.values(rates)].reduce((sum, phase) => sum + phase.errors, 0);
+  const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
+  return [
+    { measure: `${label}: issuance saturated`, value: saturated.throughputPerSecond, unit: '/s' },
+    {
+      measure: '  ÷ single-Redis broker saturated',
+      value: ratio(saturated.throughputPerSecond, single.saturated.throughputPerSecond),
+      unit: '×',
+    },
+    {
+      measure: '  API CPU per issuance (saturated)',
+      value: saturated.serverCpuMsPerRequest,
+      unit: `ms (single Redis ${single.saturated.serverCpuMsPerRequest} ms)`,
+    },
+    {
+      measure: '  saturated p50 / p99',
+      value: saturated.latency.p50Ms,
+      unit: `ms / ${saturated.latency.p99Ms} ms`,
+    },
+    ...Object.entries(rates).map(([rate, phase]) => ({
+      measure: `  p50 / p99 at ${Number(rate).toLocaleString('en-US')}/s`,
+      value: phase.latency.p50Ms,
+      unit: `ms / ${phase.latency.p99Ms} ms (${phase.throughputPerSecond}/s answered)`,
+    })),
+    {
+      measure: '  failed requests (its load phases)',
+      value: errors,
+      unit: '',
+      target: { op: '<=', limit: 0 },
+    },
+    { measure: `  revocation lag p50 (${lag.leases} leases)`, value: lag.lag.p50Ms, unit: 'ms' },
+    { measure: '  revocation lag p99 / max', value: lag.lag.p99Ms, unit: `ms / ${lag.lag.maxMs} ms` },
+    { measure: '  leases left unsettled', value: lag.unsettled, unit: '', target: { op: '<=', limit: 0 } },
+    {
+      measure: '  failovers during the phase',
+      value: sentinel.failovers,
+      unit: '',
+      target: { op: '<=', limit: 0 },
+    },
+  ];
+}
+
 function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
   const { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst, bulk } = results;
   const at1000 = brokerRates['1000'];
@@ -278,8 +396,18 @@ async function main() {
   const resultsDir = path.resolve(__dirname, '../../bench-results');
   const cpuProfileDir = process.env.BENCH_CPU_PROFILE ? path.join(resultsDir, 'profiles') : undefined;
   const env = await startBenchEnvironment({ cpuProfileDir });
-  let stopping: Promise<void> | null = null;
-  const stop = () => (stopping ??= env.stop());
+  let sentinelEnv: SentinelEnvironment | null = null;
+  const once = (action: () => Promise<void>) => {
+    let running: Promise<void> | null = null;
+    return () => (running ??= action());
+  };
+  const stopSingle = once(() => env.stop());
+  const stopSentinel = once(async () => {
+    await sentinelEnv?.stop();
+  });
+  const stop = once(async () => {
+    await Promise.all([stopSingle(), stopSentinel()]);
+  });
   const abort = (reason: string, code: number) => {
     process.stderr.write(`bench: ${reason}; stopping\n`);
     void stop().finally(() => process.exit(code));
@@ -292,8 +420,24 @@ async function main() {
   );
   watchdog.unref();
   try {
-    const results = await run(env);
-    const rows = rowsOf(results);
+    const single = await run(env);
+    let sentinel: SentinelResults | null = null;
+    if (settings.sentinel) {
+      // The single-Redis processes stop first: the Sentinel phase has the cores to itself, as they had.
+      await stopSingle();
+      log(
+        `\nSentinel: 1 primary, ${SENTINEL.replicas} replicas, ${SENTINEL.sentinels} sentinels (redis-server, no ` +
+          `append-only file), a second API + worker with broker.replicaAcks: ${SENTINEL.replicaAcks}...`,
+      );
+      sentinelEnv = await startSentinelEnvironment(SENTINEL);
+      sentinel = await runSentinel(sentinelEnv);
+      await stopSentinel();
+    } else log('\nSentinel phase skipped (BENCH_SENTINEL=0).');
+    const results = { ...single, sentinel };
+    const rows = [
+      ...rowsOf(single),
+      ...(sentinel ? sentinelRows(sentinel, { saturated: single.brokerSaturated }) : []),
+    ];
     printTable(`tasklease bench — ${startedAt}${quick ? ' — QUICK (smoke run)' : ''}`, rows);
     const file = writeJson(resultsDir, {
       startedAt,

@@ -42,12 +42,12 @@ export interface Child {
   port: number;
 }
 
-export interface BenchEnvironment {
+/** An API + worker pair on one Redis (and, for the single-Redis environment, the floor server beside it). */
+export interface BrokerPair {
   dir: string;
-  redis: LocalRedis;
   api: Child;
   worker: Child;
-  floor: Child;
+  floor?: Child;
   /** Signs an identity token for `subject` with the bench issuer's key. */
   identityToken(subject: string): Promise<string>;
   /** CPU seconds (user + system) each process has used so far, from /proc; null where unavailable. */
@@ -55,16 +55,49 @@ export interface BenchEnvironment {
   stop(): Promise<void>;
 }
 
+export interface BenchEnvironment extends BrokerPair {
+  redis: LocalRedis;
+  floor: Child;
+}
+
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
+/** Processes the bench did not spawn through startChild (the Sentinel set's redis-servers): their pids, now. */
+const otherPids = new Set<() => (number | undefined)[]>();
 
 /** Last resort: whatever happens to the bench (even an uncaught error), no child or temp dir outlives it. */
 process.on('exit', () => {
   for (const child of children) {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
+  for (const pids of otherPids) {
+    for (const pid of pids()) {
+      try {
+        if (pid) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
+
+/** A temp dir removed when the bench exits, however it exits (and by `removeTempDir` before that). */
+export function benchTempDir(label: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), `tasklease-${label}-`));
+  tempDirs.add(dir);
+  return dir;
+}
+
+export function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
+/** Processes to SIGKILL if the bench exits before stopping them; `pids` is read at exit (restarts change it). */
+export function killAtExit(pids: () => (number | undefined)[]): void {
+  otherPids.add(pids);
+}
 
 function startChild(name: string, args: string[], env: Record<string, string>, port: number): Child {
   const child = spawn(process.execPath, args, {
@@ -108,7 +141,7 @@ async function stopChild(child: Child): Promise<void> {
   clearTimeout(timer);
 }
 
-function readCpuSeconds(pid: number | undefined): number | null {
+export function readCpuSeconds(pid: number | undefined): number | null {
   if (!pid) return null;
   try {
     // Fields after the ")" of the command name: utime is the 12th, stime the 13th (in clock ticks, 100/s).
@@ -129,7 +162,7 @@ async function writeIssuer(dir: string): Promise<{ jwksFile: string; privateKey:
   return { jwksFile, privateKey };
 }
 
-function writeConfig(dir: string, jwksFile: string): string {
+function writeConfig(dir: string, jwksFile: string, broker: Record<string, unknown>): string {
   mkdirSync(path.join(dir, 'policies'));
   writeFileSync(path.join(dir, 'policies', 'bench.cedar'), POLICIES);
   const config = {
@@ -160,53 +193,112 @@ function writeConfig(dir: string, jwksFile: string): string {
     policies: './policies',
     admins: [{ issuer: 'bench', subjects: [BENCH_ADMIN], roles: ['revoker'] }],
     // Everything else (revocation concurrency, sweep interval, lease cap) stays at its default: that is what is measured.
-    broker: { issuer: 'tasklease-bench', redisPrefix: REDIS_PREFIX },
+    broker: { issuer: 'tasklease-bench', redisPrefix: REDIS_PREFIX, ...broker },
   };
   const file = path.join(dir, 'tasklease.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
   return file;
 }
 
+const signer = (privateKey: CryptoKey) => (subject: string) => {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: BENCH_ISSUER, aud: 'tasklease', sub: subject, iat: now, exp: now + 3000 })
+    .setProtectedHeader({ alg: 'ES256', kid: 'bench-1', typ: 'JWT' })
+    .sign(privateKey);
+};
+
+/**
+ * `tasklease serve` and `tasklease worker` on `redisUrl`, configured in `dir` (the bench's config, with
+ * `broker` merged into its `broker` section); not yet waited for. Each child is pushed onto `started` as soon
+ * as it is spawned, so the caller can stop whatever did start if anything after fails.
+ */
+async function startApiAndWorker(
+  dir: string,
+  started: Child[],
+  options: { redisUrl: string; broker?: Record<string, unknown>; label?: string; cpuProfileDir?: string },
+) {
+  const issuer = await writeIssuer(dir);
+  const configFile = writeConfig(dir, issuer.jwksFile, options.broker ?? {});
+  const common = {
+    TASKLEASE_CONFIG: configFile,
+    REDIS_URL: options.redisUrl,
+    LOG_LEVEL: 'warn',
+    HOST: '127.0.0.1',
+  };
+  const bin = path.join(REPO, 'bin', 'tasklease.js');
+  const label = options.label ? `${options.label} ` : '';
+
+  const apiPort = await freePort();
+  const signingKeys = JSON.stringify(await generateSigningJwks());
+  const profile = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : [];
+  const api = startChild(
+    `${label}api`,
+    [...profile, bin, 'serve'],
+    { ...common, PORT: String(apiPort), TASKLEASE_SIGNING_KEYS: signingKeys },
+    apiPort,
+  );
+  started.push(api);
+  const workerPort = await freePort();
+  const worker = startChild(
+    `${label}worker`,
+    [bin, 'worker'],
+    { ...common, WORKER_PORT: String(workerPort) },
+    workerPort,
+  );
+  started.push(worker);
+  return { api, worker, identityToken: signer(issuer.privateKey) };
+}
+
+/**
+ * An API + worker pair on an existing Redis (the Sentinel phase's), with `broker` settings over the bench's
+ * config; ready when it returns. `stop()` stops the pair only: the Redis is the caller's.
+ */
+export async function startBrokerPair(options: {
+  redisUrl: string;
+  broker: Record<string, unknown>;
+  label: string;
+}): Promise<BrokerPair> {
+  const dir = benchTempDir('bench-pair');
+  const started: Child[] = [];
+  try {
+    const { api, worker, identityToken } = await startApiAndWorker(dir, started, options);
+    await Promise.all([waitReady(api, '/readyz'), waitReady(worker, '/readyz')]);
+    return {
+      dir,
+      api,
+      worker,
+      identityToken,
+      cpuSeconds: () => ({
+        api: readCpuSeconds(api.process.pid),
+        worker: readCpuSeconds(worker.process.pid),
+      }),
+      async stop() {
+        await Promise.all(started.map(stopChild));
+        removeTempDir(dir);
+      },
+    };
+  } catch (error) {
+    await Promise.all(started.map(stopChild));
+    removeTempDir(dir);
+    throw error;
+  }
+}
+
 /** `cpuProfileDir`: run the API under `--cpu-prof`; the profile is written there when it stops. */
 export async function startBenchEnvironment(
   options: { cpuProfileDir?: string } = {},
 ): Promise<BenchEnvironment> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tasklease-bench-'));
-  tempDirs.add(dir);
+  const dir = benchTempDir('bench');
   const started: Child[] = [];
   let redis: LocalRedis | null = null;
   try {
     // No append-only file: the bench measures the broker, not the disk (docs/benchmark.md says so).
     redis = await startLocalRedis(path.join(dir, 'redis'), { appendOnly: false });
     children.add(redis.process);
-    const issuer = await writeIssuer(dir);
-    const configFile = writeConfig(dir, issuer.jwksFile);
-    const common = {
-      TASKLEASE_CONFIG: configFile,
-      REDIS_URL: redis.url,
-      LOG_LEVEL: 'warn',
-      HOST: '127.0.0.1',
-    };
-    const bin = path.join(REPO, 'bin', 'tasklease.js');
-
-    const apiPort = await freePort();
-    const signingKeys = JSON.stringify(await generateSigningJwks());
-    const profile = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : [];
-    const api = startChild(
-      'api',
-      [...profile, bin, 'serve'],
-      { ...common, PORT: String(apiPort), TASKLEASE_SIGNING_KEYS: signingKeys },
-      apiPort,
-    );
-    started.push(api);
-    const workerPort = await freePort();
-    const worker = startChild(
-      'worker',
-      [bin, 'worker'],
-      { ...common, WORKER_PORT: String(workerPort) },
-      workerPort,
-    );
-    started.push(worker);
+    const { api, worker, identityToken } = await startApiAndWorker(dir, started, {
+      redisUrl: redis.url,
+      ...(options.cpuProfileDir ? { cpuProfileDir: options.cpuProfileDir } : {}),
+    });
     const floorPort = await freePort();
     const floorScript = path.join(__dirname, '..', 'floor-server.js');
     const floor = startChild(
@@ -229,12 +321,7 @@ export async function startBenchEnvironment(
       api,
       worker,
       floor,
-      identityToken: (subject) => {
-        const now = Math.floor(Date.now() / 1000);
-        return new SignJWT({ iss: BENCH_ISSUER, aud: 'tasklease', sub: subject, iat: now, exp: now + 3000 })
-          .setProtectedHeader({ alg: 'ES256', kid: 'bench-1', typ: 'JWT' })
-          .sign(issuer.privateKey);
-      },
+      identityToken,
       cpuSeconds: () => ({
         api: readCpuSeconds(api.process.pid),
         worker: readCpuSeconds(worker.process.pid),
@@ -245,13 +332,13 @@ export async function startBenchEnvironment(
       async stop() {
         await Promise.all(started.map(stopChild));
         await runningRedis.stop();
-        rmSync(dir, { recursive: true, force: true });
+        removeTempDir(dir);
       },
     };
   } catch (error) {
     await Promise.all(started.map(stopChild));
     await redis?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    removeTempDir(dir);
     throw error;
   }
 }

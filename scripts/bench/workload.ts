@@ -1,5 +1,5 @@
 import { jsonRequest, keepAliveAgent, send, type Target } from './load-generator';
-import { BENCH_GRANT, type BenchEnvironment } from './processes';
+import { BENCH_GRANT, type BrokerPair } from './processes';
 
 /**
  * What a request looks like: a few workloads (identity tokens are reusable bearer proofs, so each is minted
@@ -8,7 +8,7 @@ import { BENCH_GRANT, type BenchEnvironment } from './processes';
 export interface Workload {
   /** Issuance requests against the broker, for leases of `ttlSeconds` (or a per-request TTL). */
   broker(ttlSeconds: number | (() => number)): Target;
-  /** The same requests against the floor server. */
+  /** The same requests against the floor server (throws when `env` runs none). */
   floor(): Target;
 }
 
@@ -19,7 +19,7 @@ interface OwnedTask {
 
 /** `grant`: the grant every task declares and every request asks for (default the bench's `bench-read`). */
 export async function prepareWorkload(
-  env: BenchEnvironment,
+  env: BrokerPair,
   options: { identities: number; tasksEach: number; grant?: string; subjectPrefix?: string },
 ): Promise<Workload> {
   const grant = options.grant ?? BENCH_GRANT;
@@ -68,6 +68,7 @@ export async function prepareWorkload(
       };
     },
     floor() {
+      if (!env.floor) throw new Error('this environment runs no floor server');
       const first = owned[0] as OwnedTask;
       const one = jsonRequest(`/v1/tasks/${first.taskId}/credentials`, first.token, {
         grant,
