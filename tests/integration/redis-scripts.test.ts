@@ -5,10 +5,12 @@ import { parseRedisTarget } from '../../src/config/redis-target';
 import { closeRedis, connectRedis, waitForReady, type RedisClient } from '../../src/redis/connection';
 import { RedisKeys } from '../../src/redis/keys';
 import { SCRIPT_NAMES } from '../../src/redis/scripts';
+import { startLocalRedis, type LocalRedis } from '../../src/wiring/local-redis';
+import { tempDir } from '../support/fixtures';
 import { deleteKeysUnder, keysUnder, SCRIPT_CASES, takeRecordedRuns } from '../support/script-cases';
 
 /**
- * Every Lua script run directly against the shared test Redis (tests/support/script-cases.ts), each case
+ * Every Lua script run directly against a Redis of its own (tests/support/script-cases.ts), each case
  * under its own hash-tagged prefix, as it would be on a Redis Cluster.
  */
 const SCRIPT_DIR = path.join(__dirname, '../../src/redis/scripts');
@@ -23,14 +25,19 @@ function scriptFileNames(): string[] {
 }
 
 describe('the Redis scripts', () => {
+  let server: LocalRedis;
   let redis: RedisClient;
+  // A Redis of its own: the cases MONITOR it to see each script's commands, and on the shared test Redis
+  // they would see every other test file's traffic too.
   beforeAll(async () => {
-    const url = process.env.TASKLEASE_TEST_REDIS_URL;
-    if (!url) throw new Error('TASKLEASE_TEST_REDIS_URL is unset: run the tests through jest');
-    redis = connectRedis(parseRedisTarget(url));
+    server = await startLocalRedis(tempDir('scripts'), { appendOnly: false });
+    redis = connectRedis(parseRedisTarget(server.url));
     await waitForReady(redis, 5000);
   });
-  afterAll(() => closeRedis(redis));
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
 
   it('have a case each: every script file in src/redis/scripts, none unknown', () => {
     const files = scriptFileNames();
