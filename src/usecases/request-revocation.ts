@@ -81,3 +81,21 @@ export async function selectLeases(
 ): Promise<Lease[]> {
   return deps.leases.getMany(await deps.leases.selectIds(selector));
 }
+
+/**
+ * A credential minted for a caller that hung up before it was returned: nobody holds it, so its lease is
+ * revoked at once (audited as `lease.revoke_requested` by the broker itself).
+ */
+export async function revokeUnreturned(
+  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'audit' | 'nowMs'>,
+  leaseId: string,
+): Promise<void> {
+  const lease = await deps.leases.get(leaseId);
+  if (lease)
+    await requestRevocation(
+      deps,
+      [lease],
+      'the caller disconnected before the credential was returned',
+      'broker',
+    );
+}

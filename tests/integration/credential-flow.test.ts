@@ -47,6 +47,48 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
     expect(view.body.leases).toEqual([]);
   });
 
+  it('revokes at once a credential minted for a caller that hung up before it was returned', async () => {
+    const task = await declare(agent);
+    const taskId = task.body.taskId as string;
+    const jwt = broker.context.deps.providers.get('jwt');
+    if (!jwt) throw new Error('the test broker has a jwt provider');
+    const mint = jwt.mint.bind(jwt);
+    let minted!: () => void;
+    const mintDone = new Promise<void>((resolve) => (minted = resolve));
+    // A slow backend: the caller gives up while the credential is being minted.
+    const spy = jest.spyOn(jwt, 'mint').mockImplementationOnce(async (request) => {
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const credential = await mint(request);
+      minted();
+      return credential;
+    });
+    try {
+      const gaveUp = new AbortController();
+      setTimeout(() => gaveUp.abort(), 100);
+      await expect(
+        fetch(`${broker.url}/v1/tasks/${taskId}/credentials`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${agent}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ grant: 'artifacts-read' }),
+          signal: gaveUp.signal,
+        }),
+      ).rejects.toThrow();
+      await mintDone;
+    } finally {
+      spy.mockRestore();
+    }
+    const lease = await waitFor(async () => {
+      const view = await broker.call('GET', `/v1/tasks/${taskId}`, agent);
+      const [only] = view.body.leases as { state: string; revokeReason?: string }[];
+      return only && only.state !== 'active' ? only : null;
+    }, 5_000);
+    expect(['revoking', 'revoked']).toContain(lease.state);
+    const events = await broker.context.deps.audit.query({ task: taskId, limit: 100 });
+    expect(events.find((event) => event.type === 'lease.revoke_requested')).toMatchObject({
+      reason: 'the caller disconnected before the credential was returned',
+    });
+  });
+
   it('issues a JWT bound to the task, scoped to the grant, verifiable with the published JWKS', async () => {
     const task = await declare(agent);
     expect(task.status).toBe(201);

@@ -5,6 +5,7 @@ import { completeTask } from '../../usecases/complete-task';
 import { declareTask } from '../../usecases/declare-task';
 import { issueCredential } from '../../usecases/issue-credential';
 import { loadOwnTask } from '../../usecases/load-own-task';
+import { revokeUnreturned } from '../../usecases/request-revocation';
 import { identityOf } from '../authenticate';
 import { taskView } from '../views';
 
@@ -56,7 +57,15 @@ export function taskRoutes(deps: BrokerDeps): Router {
 
   router.post('/v1/tasks/:taskId/credentials', async (req, res) => {
     const { taskId } = taskParams.parse(req.params);
+    // A caller that hangs up while its credential is minted never receives it: nobody holds it, so it
+    // is revoked at once rather than left alive until its expiry.
+    let callerGone = false;
+    res.once('close', () => (callerGone = !res.writableFinished));
     const result = await issueCredential(deps, identityOf(res), taskId, credentialBody.parse(req.body));
+    if (callerGone && !('pending' in result)) {
+      await revokeUnreturned(deps, result.leaseId);
+      return;
+    }
     if ('pending' in result) {
       // 202: a human must approve first. The agent polls the approval, then repeats this call with its id.
       res.status(202).location(`/v1/approvals/${result.pending.approvalId}`).json(result.pending);

@@ -22,8 +22,16 @@ import { PolicyTooLargeError, type RolePolicyStore } from './role-deny-list';
  */
 const SDK_OPTIONS = {
   maxAttempts: 2,
-  requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000 },
+  // Without throwOnRequestTimeout the SDK only logs a warning at requestTimeout and waits on a hung server.
+  requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000, throwOnRequestTimeout: true },
 } as const;
+
+/**
+ * Every AWS call ends by this deadline, retries included (an abort, not a warning): a credential call
+ * answers within 15 s however STS behaves, and a revocation attempt fails into the retry ladder.
+ */
+export const AWS_CALL_DEADLINE_MS = 12_000;
+const deadline = () => ({ abortSignal: AbortSignal.timeout(AWS_CALL_DEADLINE_MS) });
 
 export interface AwsClients {
   assumeRole(
@@ -57,21 +65,22 @@ export function createAwsClients(): AwsClients {
   const accounts = perEndpoint((region, endpoint) => {
     const account = sts
       .get(region, endpoint)
-      .send(new GetCallerIdentityCommand({}))
+      .send(new GetCallerIdentityCommand({}), deadline())
       .then((answer) => answer.Account ?? '');
     // A failed lookup is asked again next time, not remembered.
     account.catch(() => accounts.forget(region, endpoint));
     return account;
   });
   return {
-    assumeRole: ({ region, endpoint }, input) => sts.get(region, endpoint).send(new AssumeRoleCommand(input)),
+    assumeRole: ({ region, endpoint }, input) =>
+      sts.get(region, endpoint).send(new AssumeRoleCommand(input), deadline()),
     callerAccount: ({ region, endpoint }) => accounts.get(region, endpoint),
     rolePolicies: ({ region, iamEndpoint }) => {
       const client = iam.get(region, iamEndpoint);
       return {
         async get(RoleName, PolicyName) {
           try {
-            const answer = await client.send(new GetRolePolicyCommand({ RoleName, PolicyName }));
+            const answer = await client.send(new GetRolePolicyCommand({ RoleName, PolicyName }), deadline());
             return answer.PolicyDocument;
           } catch (error) {
             // No inline policy yet is the normal start. A missing role also answers NoSuchEntity, but without
@@ -82,7 +91,7 @@ export function createAwsClients(): AwsClients {
         },
         async put(RoleName, PolicyName, PolicyDocument) {
           try {
-            await client.send(new PutRolePolicyCommand({ RoleName, PolicyName, PolicyDocument }));
+            await client.send(new PutRolePolicyCommand({ RoleName, PolicyName, PolicyDocument }), deadline());
           } catch (error) {
             if (error instanceof LimitExceededException) throw new PolicyTooLargeError(error.message);
             throw error;
