@@ -12,13 +12,14 @@ import {
 import type { BrokerDeps } from '../../usecases/deps';
 import { revocationProgress, startRevocation } from '../../usecases/follow-revocation';
 import { selectLeases } from '../../usecases/request-revocation';
+import { callerText } from '../text';
 import { retryIrrevocable } from '../../usecases/retry-irrevocable';
 import { requireAdmin } from '../admin-gate';
 import { callerOf } from '../authenticate';
 import { leaseView } from '../views';
 
 const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
-const reason = z.string().trim().min(1, 'a reason is required').max(500);
+const reason = callerText(500);
 /** Which leases: by task, by identity (a subject, optionally of one issuer), by grant, by provider. */
 const selectorFields = {
   task: id.optional(),

@@ -9,6 +9,7 @@ import { loadOwnTask } from '../../usecases/load-own-task';
 import { requireAdmin, requireAdminUnlessOwner } from '../admin-gate';
 import { identityOf } from '../authenticate';
 import { approvalView } from '../views';
+import { callerText } from '../text';
 
 /**
  * Where approval routes live: authenticated by identity token only (a break-glass token is refused here —
@@ -24,7 +25,7 @@ const listQuery = z.strictObject({
 });
 /** Long-poll: hold the answer while the approval is pending, up to this long (proxies cut idle calls at 60 s). */
 const getQuery = z.strictObject({ waitSeconds: z.coerce.number().int().min(0).max(55).default(0) });
-const decisionBody = z.strictObject({ reason: z.string().trim().min(1, 'a reason is required').max(500) });
+const decisionBody = z.strictObject({ reason: callerText(500) });
 const POLL_MS = 250;
 
 async function viewWithTask(deps: BrokerDeps, approval: Approval, nowMs: number) {

@@ -10,6 +10,7 @@ import { describeEnrolments, describeEntitlements } from '../../usecases/read-en
 import { requireAdmin } from '../admin-gate';
 import { identityOf } from '../authenticate';
 import { enrolmentView, entitlementView } from '../entitlement-views';
+import { callerText } from '../text';
 
 /**
  * Where enrolments and entitlements live: like approvals, identity tokens only (each one is a named
@@ -19,7 +20,7 @@ export const ENTITLEMENT_PATHS = ['/v1/enrolments', '/v1/entitlements'] as const
 
 const DAY_MS = 86_400_000;
 const recordId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a record id');
-const text = (max: number) => z.string().trim().min(1).max(max);
+const text = callerText;
 const validity = {
   expiresAt: z.iso.datetime({ offset: true }).optional(),
   validDays: z.number().int().min(1).max(730).optional(),

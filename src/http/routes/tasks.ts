@@ -7,17 +7,10 @@ import { issueCredential } from '../../usecases/issue-credential';
 import { loadOwnTask } from '../../usecases/load-own-task';
 import { revokeUnreturned } from '../../usecases/request-revocation';
 import { identityOf } from '../authenticate';
+import { callerText } from '../text';
 import { taskView } from '../views';
 
-const hasControlCharacter = (value: string) =>
-  [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
-const text = (max: number) =>
-  z
-    .string()
-    .trim()
-    .min(1)
-    .max(max)
-    .refine((value) => !hasControlCharacter(value), 'no control characters');
+const text = callerText;
 const grantName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a grant name');
 const ttlSeconds = z
   .number()
