@@ -20,6 +20,41 @@ export interface PolicyEngine {
   readonly policyCount: number;
   /** Whether any policy in force could read this `context` attribute (claims-used.ts). */
   readsContext(attribute: string): boolean;
+  /** Every `Workload` id the policies in force name literally (scope or condition), with its policy. */
+  readonly workloadIds: readonly { policyId: string; id: string }[];
+}
+
+/**
+ * Policies naming a workload without its issuer (`Workload::"release-agent"`): principals are
+ * `Workload::"<issuer name>/<subject>"`, so such a policy matches nobody (and once matched that subject from
+ * any issuer). An id counts as carrying its issuer when what comes before its first `/` is a configured
+ * issuer's name (issuer names hold no `/`; subjects may, as GitHub's `repo:org/repo:…` do).
+ */
+export function workloadIdWarnings(
+  workloadIds: readonly { policyId: string; id: string }[],
+  issuerNames: readonly string[],
+): string[] {
+  return workloadIds
+    .filter(({ id }) => !issuerNames.includes(id.slice(0, Math.max(0, id.indexOf('/')))))
+    .map(
+      ({ policyId, id }) =>
+        `policy ${policyId} names Workload::"${id}" without a configured issuer: principals are ` +
+        `Workload::"<issuer name>/<subject>" (docs/policies.md), so it matches no workload`,
+    );
+}
+
+/** The `Workload` entities a policy's JSON names, wherever they appear. */
+function workloadIdsIn(policies: readonly { id: string; json: unknown }[]) {
+  const found: { policyId: string; id: string }[] = [];
+  const walk = (policyId: string, node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach((item) => walk(policyId, item));
+    if (!node || typeof node !== 'object') return;
+    const record = node as Record<string, unknown>;
+    if (record.type === 'Workload' && typeof record.id === 'string') found.push({ policyId, id: record.id });
+    for (const value of Object.values(record)) walk(policyId, value);
+  };
+  for (const { id, json } of policies) walk(id, json);
+  return found;
 }
 
 export class PolicyLoadError extends Error {
@@ -65,17 +100,20 @@ export function createPolicyEngine(location: string): PolicyEngine {
   let forbids = new Set<string>();
   let claimNames: Set<string> | null = null;
   let contextRead: Set<string> | null = null;
+  let workloadIds: { policyId: string; id: string }[] = [];
 
   const load = () => {
     const policies = readPolicies(location);
     const nextForbids = new Set<string>();
     const policyJson: PolicyJson[] = [];
+    const named: { id: string; json: unknown }[] = [];
     for (const [id, text] of Object.entries(policies)) {
       const json = cedar.policyToJson(text);
       if (json.type === 'failure')
         throw new PolicyLoadError(`${id}: ${json.errors.map((error) => error.message).join('; ')}`);
       if (json.json.effect === 'forbid') nextForbids.add(id);
       policyJson.push(json.json);
+      named.push({ id, json: json.json });
     }
     const nextId = `tasklease-${++generation}`;
     const parsed = cedar.preparsePolicySet(nextId, { staticPolicies: policies });
@@ -86,6 +124,7 @@ export function createPolicyEngine(location: string): PolicyEngine {
     claimNames = claimsUsed(policyJson);
     contextRead = contextAttributesRead(policyJson);
     policyCount = Object.keys(policies).length;
+    workloadIds = workloadIdsIn(named);
     return { policyCount };
   };
   load();
@@ -93,6 +132,9 @@ export function createPolicyEngine(location: string): PolicyEngine {
   return {
     get policyCount() {
       return policyCount;
+    },
+    get workloadIds() {
+      return workloadIds;
     },
     reload: load,
     readsContext: (attribute) => contextRead === null || contextRead.has(attribute),

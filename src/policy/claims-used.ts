@@ -41,7 +41,7 @@ const isClaimsRecord = (node: unknown): boolean => {
 /**
  * The claim names a policy set can read, or null (all). Passing Cedar only these claims cannot change a
  * decision, and Cedar's cost grows with every attribute. `claims` read off anything but `principal` itself
- * (`Workload::"x".claims`, `(if .. then principal else ..).claims`) has no static answer: all claims.
+ * (`Workload::"dev/x".claims`, `(if .. then principal else ..).claims`) has no static answer: all claims.
  */
 export const claimsUsed = (policies: readonly PolicyJson[]): Set<string> | null =>
   attributesRead(policies, {

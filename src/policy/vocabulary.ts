@@ -3,7 +3,7 @@ import type { Identity, Task } from '../domain/types';
 
 /**
  * The policy vocabulary, stable for policy authors (docs/policies.md):
- *   principal Workload::"<subject>" { issuer, subject, kind, claims }
+ *   principal Workload::"<issuer name>/<subject>" { issuer, subject, kind, claims }
  *   actions   Action::"declareTask" | "issue" | "approve" | "revoke"
  *   resource  Grant::"<name>" { provider, sensitivity, approval, entitlement }   (declareTask: Task::"<id>")
  *   context   { task: { id, purpose, ticket, ref, ageSeconds, grants }, ttlSeconds, approved, activeLeases,
@@ -38,8 +38,15 @@ export interface EntitlementFacts {
   enrolment: { id: string; owner: string };
 }
 
+/**
+ * A workload's id carries its issuer: `<issuer name>/<subject>`. A subject alone is another issuer's too
+ * (two issuers may both have a `release-agent`); issuer names hold no `/`, so the split is unambiguous.
+ */
+export const workloadId = (identity: Pick<Identity, 'issuer' | 'subject'>) =>
+  `${identity.issuer}/${identity.subject}`;
+
 const workload = (identity: Identity): EntityJson => ({
-  uid: { type: 'Workload', id: identity.subject },
+  uid: { type: 'Workload', id: workloadId(identity) },
   attrs: { issuer: identity.issuer, subject: identity.subject, kind: identity.kind, claims: identity.claims },
   parents: [],
 });
@@ -63,7 +70,7 @@ export function declareTaskRequest(
   nowMs: number,
 ): PolicyRequest {
   return {
-    principal: { type: 'Workload', id: identity.subject },
+    principal: { type: 'Workload', id: workloadId(identity) },
     action: { type: 'Action', id: 'declareTask' },
     resource: { type: 'Task', id: task.id },
     context: {
@@ -98,7 +105,7 @@ export function issueRequest(
 ): PolicyRequest {
   const { ttlSeconds, approved, entitlement } = facts;
   return {
-    principal: { type: 'Workload', id: identity.subject },
+    principal: { type: 'Workload', id: workloadId(identity) },
     action: { type: 'Action', id: 'issue' },
     resource: { type: 'Grant', id: grant.name },
     context: {

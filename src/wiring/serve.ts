@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Express } from 'express';
 import { AuditTamperError, startAuditSealer } from '../audit/audit-sealer';
+import { workloadIdWarnings } from '../policy/cedar-engine';
 import type { RedisTarget } from '../config/redis-target';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
@@ -80,11 +81,18 @@ async function listen(shared: SharedContext, options: Parameters<typeof startApi
   const port = typeof address === 'object' && address ? address.port : options.port;
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
   logger.info({ url, policies: context.deps.policy.policyCount }, 'tasklease API listening');
+  const warnAboutPolicies = () => {
+    const issuers = options.config.issuers.map((issuer) => issuer.name);
+    for (const warning of workloadIdWarnings(context.deps.policy.workloadIds, issuers))
+      logger.warn({ warning }, 'suspect policy');
+  };
+  warnAboutPolicies();
 
   const reloadPolicies = () => {
     try {
       const { policyCount } = context.deps.policy.reload();
       logger.info({ policyCount }, 'policies reloaded');
+      warnAboutPolicies();
     } catch (error) {
       // The policies in force stay in force: a bad edit never opens or closes the gate by accident.
       logger.error({ err: (error as Error).message }, 'policy reload failed; keeping the previous policies');

@@ -344,7 +344,7 @@ describe('identities of each kind, with their derived claims', () => {
         when { principal.kind == "spiffe" && principal.claims.trust_domain == "example.org"
                && principal.claims.spiffe_path like "/ns/agents/*" };
         @id("principal-by-subject")
-        permit(principal == Workload::"repo:octo-org/octo-repo:environment:prod", action == Action::"issue", resource == Grant::"reports-read");`,
+        permit(principal == Workload::"github-actions/repo:octo-org/octo-repo:environment:prod", action == Action::"issue", resource == Grant::"reports-read");`,
     });
   });
 
@@ -404,6 +404,11 @@ describe('identities of each kind, with their derived claims', () => {
       'GitHub, principal named by its subject',
       'permitted by principal-by-subject',
       { identity: github(), grant: 'reports-read' },
+    ],
+    [
+      'the same subject from another issuer',
+      'no permit policy matched',
+      { identity: github({}, 'github-enterprise'), grant: 'reports-read' },
     ],
     [
       'GitHub, another environment (another subject)',

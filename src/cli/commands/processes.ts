@@ -139,9 +139,12 @@ export function registerProcessCommands(program: Command, env: () => Env) {
     .argument('[file]', 'config file (default: TASKLEASE_CONFIG)')
     .description('validate a config file and its policies; prints the first problem by field')
     .action(async (file?: string) => {
-      const { createPolicyEngine } = await import('../../policy/cedar-engine');
+      const { createPolicyEngine, workloadIdWarnings } = await import('../../policy/cedar-engine');
       const config = loadConfigFile(file ?? required(env().TASKLEASE_CONFIG, 'TASKLEASE_CONFIG'));
       const engine = createPolicyEngine(config.policies);
+      const issuers = config.issuers.map((issuer) => issuer.name);
+      for (const warning of workloadIdWarnings(engine.workloadIds, issuers))
+        process.stderr.write(`warning: ${warning}\n`);
       process.stdout.write(
         `ok: ${config.issuers.length} issuer(s), ${Object.keys(config.grants).length} grant(s), ${engine.policyCount} polic(ies)\n`,
       );
