@@ -62,6 +62,17 @@ describe('quotas and rate limits', () => {
       expect((await issue(agent, taskId)).status).toBe(201);
     });
 
+    it('holds the task quota under 50 concurrent requests (the limit docs/policies.md points to)', async () => {
+      const agent = await broker.agents.sign({ sub: 'racing-agent' });
+      const taskId = await declare(agent);
+      const answers = await Promise.all(Array.from({ length: 50 }, () => issue(agent, taskId)));
+      const statuses = answers.map((answer) => answer.status);
+      expect(statuses.filter((status) => status === 201)).toHaveLength(2);
+      expect(statuses.filter((status) => status !== 201).every((status) => status === 429)).toBe(true);
+      const task = await broker.call('GET', `/v1/tasks/${taskId}`, agent);
+      expect(task.body.leases).toHaveLength(2);
+    });
+
     it('an identity holds at most its quota across its tasks; other identities are not affected', async () => {
       const agent = await broker.agents.sign({ sub: 'identity-quota-agent' });
       const [a, b] = [await declare(agent), await declare(agent)];
