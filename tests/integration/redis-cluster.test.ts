@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseRedisTarget } from '../../src/config/redis-target';
-import { startTestBroker, type TestBroker, type TestBrokerOptions } from '../support/broker';
-import { runFailoverTrial, type TrialReport } from '../support/failover-trial';
+import { startTestBroker, type TestBroker } from '../support/broker';
+import { expectNothingLost, runFailoverTrial, STEADY_BROKER } from '../support/failover-trial';
 import { journeyOptions, runJourney } from '../support/journey';
 import { hashSlot, startRedisCluster, type RedisCluster } from '../support/redis-topology';
 
@@ -11,25 +11,6 @@ import { hashSlot, startRedisCluster, type RedisCluster } from '../support/redis
  * primary under steady issuance through two API and two worker processes.
  */
 const taggedPrefix = () => `{t-cl-${randomBytes(4).toString('hex')}}:`;
-
-const STEADY: TestBrokerOptions = {
-  worker: false,
-  policies: `
-permit(principal, action == Action::"declareTask", resource);
-permit(principal, action == Action::"issue", resource == Grant::"artifacts-read");`,
-  audit: { sealIntervalMs: 200 },
-  revocation: { sweepIntervalMs: 500, sweepGraceMs: 500 },
-};
-
-function expectNothingLost(report: TrialReport) {
-  if (report.auditProblem) console.info(report.logs);
-  expect(report.auditProblem).toBeUndefined();
-  expect(report.returned).toBeGreaterThan(100);
-  expect(report.lost).toEqual([]);
-  expect(report.failedLate).toBe(0);
-  expect(report.recoveredAfterMs).toBeLessThanOrEqual(10_000);
-  expect(report.sealingHalted).toEqual([0, 0]);
-}
 
 describe('on Redis Cluster', () => {
   let cluster: RedisCluster;
@@ -42,6 +23,14 @@ describe('on Redis Cluster', () => {
     broker = undefined;
     await cluster.stop();
   });
+
+  /** The trials' broker on the cluster, under a hash-tagged prefix of its own. */
+  const steadyBroker = (redisPrefix: string) =>
+    startTestBroker({
+      ...STEADY_BROKER,
+      redis: parseRedisTarget(cluster.url),
+      broker: { ...STEADY_BROKER.broker, redisPrefix },
+    });
 
   /** Every key on the cluster, by node: the slot each is in. */
   async function slotsInUse(): Promise<Map<number, number>> {
@@ -70,11 +59,7 @@ describe('on Redis Cluster', () => {
 
   it('loses no returned lease when the slot’s primary is killed (kill -9), and issues again within 10 s', async () => {
     const prefix = taggedPrefix();
-    broker = await startTestBroker({
-      ...STEADY,
-      redis: parseRedisTarget(cluster.url),
-      broker: { redisPrefix: prefix, replicaAcks: 1, replicaAckTimeoutMs: 1000 },
-    });
+    broker = await steadyBroker(prefix);
     const report = await runFailoverTrial({
       broker,
       redisUrl: cluster.url,
@@ -86,29 +71,17 @@ describe('on Redis Cluster', () => {
         await old.restart();
       },
     });
-    console.info(
-      'cluster kill -9:',
-      JSON.stringify({ ...report, lost: report.lost.length, logs: undefined }),
-    );
-    expectNothingLost(report);
+    expectNothingLost('cluster kill -9', report);
   });
 
   it('loses no returned lease in a planned failover (CLUSTER FAILOVER), and issues again within 10 s', async () => {
     const prefix = taggedPrefix();
-    broker = await startTestBroker({
-      ...STEADY,
-      redis: parseRedisTarget(cluster.url),
-      broker: { redisPrefix: prefix, replicaAcks: 1, replicaAckTimeoutMs: 1000 },
-    });
+    broker = await steadyBroker(prefix);
     const report = await runFailoverTrial({
       broker,
       redisUrl: cluster.url,
       failover: async () => void (await cluster.failover(prefix)),
     });
-    console.info(
-      'cluster failover:',
-      JSON.stringify({ ...report, lost: report.lost.length, logs: undefined }),
-    );
-    expectNothingLost(report);
+    expectNothingLost('cluster failover', report);
   });
 });

@@ -1,5 +1,5 @@
-import { startTestBroker, type TestBroker, type TestBrokerOptions } from '../support/broker';
-import { runFailoverTrial, type TrialReport } from '../support/failover-trial';
+import { startTestBroker, type TestBroker } from '../support/broker';
+import { expectNothingLost, runFailoverTrial, STEADY_BROKER } from '../support/failover-trial';
 import { journeyOptions, runJourney } from '../support/journey';
 import { startSentinelSet, type SentinelSet } from '../support/redis-topology';
 import { parseRedisTarget } from '../../src/config/redis-target';
@@ -8,26 +8,6 @@ import { parseRedisTarget } from '../../src/config/redis-target';
  * tasklease on a real Sentinel set (1 primary, 2 replicas, 3 sentinels) started from redis-server: the
  * whole journey, then failovers under steady issuance through two API and two worker processes.
  */
-const STEADY: TestBrokerOptions = {
-  worker: false,
-  policies: `
-permit(principal, action == Action::"declareTask", resource);
-permit(principal, action == Action::"issue", resource == Grant::"artifacts-read");`,
-  broker: { replicaAcks: 1, replicaAckTimeoutMs: 1000 },
-  audit: { sealIntervalMs: 200 },
-  revocation: { sweepIntervalMs: 500, sweepGraceMs: 500 },
-};
-
-function expectNothingLost(report: TrialReport) {
-  if (report.auditProblem) console.info(report.logs);
-  expect(report.auditProblem).toBeUndefined();
-  expect(report.returned).toBeGreaterThan(100);
-  expect(report.lost).toEqual([]);
-  expect(report.failedLate).toBe(0);
-  expect(report.recoveredAfterMs).toBeLessThanOrEqual(10_000);
-  expect(report.sealingHalted).toEqual([0, 0]);
-}
-
 describe('on Redis Sentinel', () => {
   let set: SentinelSet;
   let broker: TestBroker | undefined;
@@ -51,7 +31,7 @@ describe('on Redis Sentinel', () => {
   });
 
   it('loses no returned lease when the primary is killed (kill -9), and issues again within 10 s', async () => {
-    broker = await startTestBroker({ ...STEADY, redis: parseRedisTarget(set.url) });
+    broker = await startTestBroker({ ...STEADY_BROKER, redis: parseRedisTarget(set.url) });
     const report = await runFailoverTrial({
       broker,
       redisUrl: set.url,
@@ -61,24 +41,16 @@ describe('on Redis Sentinel', () => {
         await set.waitForPromotion(old);
       },
     });
-    console.info(
-      'sentinel kill -9:',
-      JSON.stringify({ ...report, lost: report.lost.length, logs: undefined }),
-    );
-    expectNothingLost(report);
+    expectNothingLost('sentinel kill -9', report);
   });
 
   it('loses no returned lease in a planned failover (SENTINEL FAILOVER), and issues again within 10 s', async () => {
-    broker = await startTestBroker({ ...STEADY, redis: parseRedisTarget(set.url) });
+    broker = await startTestBroker({ ...STEADY_BROKER, redis: parseRedisTarget(set.url) });
     const report = await runFailoverTrial({
       broker,
       redisUrl: set.url,
       failover: async () => void (await set.failover()),
     });
-    console.info(
-      'sentinel failover:',
-      JSON.stringify({ ...report, lost: report.lost.length, logs: undefined }),
-    );
-    expectNothingLost(report);
+    expectNothingLost('sentinel failover', report);
   });
 });

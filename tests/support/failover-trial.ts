@@ -1,5 +1,5 @@
 import { isSettled } from '../../src/domain/types';
-import { waitFor, type TestBroker } from './broker';
+import { waitFor, type TestBroker, type TestBrokerOptions } from './broker';
 import { expectAuditVerifies } from './journey';
 import { freePort, runTasklease, spawnTasklease, waitForHttp, type TaskleaseProcess } from './processes';
 
@@ -25,6 +25,32 @@ export interface TrialReport {
   auditProblem?: string;
   /** What the four processes logged at warn and above, for a failing trial's report. */
   logs: string;
+}
+
+/**
+ * The brokers the trials start (their config is what the four processes read): issuance allowed, every
+ * lease write confirmed by one replica, sealing and sweeping quick enough to settle within a trial.
+ */
+export const STEADY_BROKER: TestBrokerOptions & { broker: NonNullable<TestBrokerOptions['broker']> } = {
+  worker: false,
+  policies: `
+permit(principal, action == Action::"declareTask", resource);
+permit(principal, action == Action::"issue", resource == Grant::"artifacts-read");`,
+  broker: { replicaAcks: 1, replicaAckTimeoutMs: 1000 },
+  audit: { sealIntervalMs: 200 },
+  revocation: { sweepIntervalMs: 500, sweepGraceMs: 500 },
+};
+
+/** What a user must see of a failover: nothing returned lost, issuing again within 10 s, the audit intact. */
+export function expectNothingLost(label: string, report: TrialReport): void {
+  console.info(`${label}:`, JSON.stringify({ ...report, lost: report.lost.length, logs: undefined }));
+  if (report.auditProblem) console.info(report.logs);
+  expect(report.auditProblem).toBeUndefined();
+  expect(report.returned).toBeGreaterThan(100);
+  expect(report.lost).toEqual([]);
+  expect(report.failedLate).toBe(0);
+  expect(report.recoveredAfterMs).toBeLessThanOrEqual(RECOVERY_LIMIT_MS);
+  expect(report.sealingHalted).toEqual([0, 0]);
 }
 
 interface Sent {

@@ -7,6 +7,7 @@ import { issueCredential } from '../../usecases/issue-credential';
 import { loadOwnTask } from '../../usecases/load-own-task';
 import { revokeUnreturned } from '../../usecases/request-revocation';
 import { identityOf } from '../authenticate';
+import { watchCallerGone } from '../caller-gone';
 import { callerText } from '../text';
 import { taskView } from '../views';
 
@@ -52,10 +53,9 @@ export function taskRoutes(deps: BrokerDeps): Router {
     const { taskId } = taskParams.parse(req.params);
     // A caller that hangs up while its credential is minted never receives it: nobody holds it, so it
     // is revoked at once rather than left alive until its expiry.
-    let callerGone = false;
-    res.once('close', () => (callerGone = !res.writableFinished));
+    const callerGone = watchCallerGone(res);
     const result = await issueCredential(deps, identityOf(res), taskId, credentialBody.parse(req.body));
-    if (callerGone && !('pending' in result)) {
+    if (callerGone() && !('pending' in result)) {
       await revokeUnreturned(deps, result.leaseId);
       return;
     }

@@ -13,6 +13,7 @@ import type { Logger } from '../../observability/logger';
 import type { BrokerDeps } from '../../usecases/deps';
 import { exchangeToken } from '../../usecases/exchange-token';
 import { revokeUnreturned } from '../../usecases/request-revocation';
+import { watchCallerGone } from '../caller-gone';
 import { toBrokerError } from '../errors';
 import type { RateLimit } from '../rate-limit';
 
@@ -142,8 +143,7 @@ export function tokenExchangeRoutes(
         throw new BrokerError('invalid_request', `grant ${request.audience} issues ${issuedType}`);
       const scopes = request.scope?.split(' ').filter(Boolean);
       // A caller that hangs up before the token is returned never holds it: revoked at once (as credentials).
-      let callerGone = false;
-      res.once('close', () => (callerGone = !res.writableFinished));
+      const callerGone = watchCallerGone(res);
       const issued = await exchangeToken(deps, identity, {
         grant: name,
         // An empty `scope=` is no scope parameter at all, not a request for none.
@@ -152,7 +152,7 @@ export function tokenExchangeRoutes(
         ttlSeconds: request.ttl_seconds,
         approvalId: request.approval_id,
       });
-      if (callerGone && !('pending' in issued)) return void (await revokeUnreturned(deps, issued.leaseId));
+      if (callerGone() && !('pending' in issued)) return void (await revokeUnreturned(deps, issued.leaseId));
       res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
       if ('pending' in issued) {
         // RFC 8628 §3.5's answer for "a human has not decided yet": the client polls, then repeats the call.
