@@ -129,6 +129,24 @@ export function createLeaseStore(
     },
 
     /**
+     * Writes back a lease Redis lost (restoreLease-10.lua, as the failover replay does; `exists`, and
+     * nothing changed, when Redis has it): due at `dueAtMs`, and revoking already when `revokeReason` is
+     * given; revoking and due now whatever was asked when its task is not open.
+     */
+    async restore(
+      lease: Lease,
+      options: { nowMs: number; dueAtMs: number; auditEntry: string; revokeReason?: string },
+    ): Promise<'exists' | 'restored' | 'restored_revoking'> {
+      const { revokeReason } = options;
+      const fields = serialise(revokeReason ? { ...lease, state: 'revoking' } : lease);
+      if (revokeReason) fields.push('revokeReason', revokeReason);
+      // restoreLease takes createLease's arguments: no cap or quota is checked again, no approval used up.
+      const args = [0, options.nowMs, options.dueAtMs, lease.id, options.auditEntry, 0, 0, '', ...fields];
+      const result = await run('restoreLease', createKeys(lease, undefined), args);
+      return result as 'exists' | 'restored' | 'restored_revoking';
+    },
+
+    /**
      * A cheap look before minting, so an identity at its quota does not make the backend mint credentials
      * that are then thrown away. createLease checks again, atomically: this one only saves work.
      */
