@@ -290,6 +290,11 @@ export const configSchema = z
         maxActiveLeasesPerIdentity: z.number().int().positive().optional(),
         maxActiveLeasesPerTask: z.number().int().positive().optional(),
         /**
+         * Open tasks (declared, neither completed nor expired) per identity, token exchange's job tasks
+         * included; beyond it, declaring answers 429 task_limit_reached. 0 = no quota.
+         */
+        maxOpenTasksPerIdentity: z.number().int().min(0).max(1_000_000).default(1000),
+        /**
          * Requests per minute per identity on the workload and admin API and token exchange, counted in Redis so
          * the limit holds across replicas; omitted, no limit.
          */

@@ -96,6 +96,11 @@ export const ERROR_CATALOGUE = {
     summary: 'The identity sent more requests this minute than `broker.requestsPerMinutePerIdentity` allows.',
   },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
+  task_limit_reached: {
+    status: 429,
+    summary:
+      'The identity holds its quota of open tasks (`broker.maxOpenTasksPerIdentity`): complete one, or wait for one to expire.',
+  },
   placeholder_rejected: {
     status: 400,
     summary:

@@ -37,6 +37,12 @@ export function createMetrics(counts: {
       labelNames: ['issuer'] as const,
       registers: [registry],
     }),
+    quotaRefusals: new Counter({
+      name: 'tasklease_quota_refusals_total',
+      help: 'Calls refused by a quota (open tasks per identity, active leases per identity, per task, in total)',
+      labelNames: ['quota'] as const,
+      registers: [registry],
+    }),
     settled: new Counter({
       name: 'tasklease_leases_settled_total',
       help: 'Leases revoked or expired',

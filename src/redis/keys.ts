@@ -16,6 +16,11 @@ export class RedisKeys {
   grantLeases = (grant: string) => `${this.prefix}grant-leases:${grant}`;
   /** The unsettled leases of one identity, for its quota: added at create, removed at settle (idempotent). */
   identityUnsettled = (identityKey: string) => `${this.prefix}identity-unsettled:${identityKey}`;
+  /**
+   * One identity's open tasks scored by their expiry, for `broker.maxOpenTasksPerIdentity`: added at create,
+   * removed at completion, pruned past expiry by the next create; expires with its latest task.
+   */
+  identityOpenTasks = (identityKey: string) => `${this.prefix}identity-open-tasks:${identityKey}`;
   /** rate-limiter-flexible's own keys, one per identity. */
   rateLimit = () => `${this.prefix}rate`;
   /** Unsettled leases (active, revoking, irrevocable), scored by when the sweeper must act on them. */

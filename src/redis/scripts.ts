@@ -17,7 +17,7 @@ export const SCRIPT_NAMES = [
   'countStates',
   'createApproval',
   'createLease',
-  'createTaskIfAbsent',
+  'createTask',
   'decideApproval',
   'expireApproval',
   'holdLock',

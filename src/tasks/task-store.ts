@@ -1,4 +1,4 @@
-import type { Task, TaskOutcome } from '../domain/types';
+import { identityKey, type Task, type TaskOutcome } from '../domain/types';
 import type { RedisClient } from '../redis/connection';
 import type { DurableWrites } from '../redis/durable-writes';
 import type { RedisKeys } from '../redis/keys';
@@ -53,25 +53,30 @@ const fields = (task: Task): Record<string, string | number> => ({
 
 export type TaskStore = ReturnType<typeof createTaskStore>;
 
+/** What creating a task answered: `task_quota` when its identity already holds its quota of open tasks. */
+export type CreateTaskResult = 'created' | 'exists' | 'task_quota';
+
 /** Tasks in Redis; completing one goes through `durable` (replicas confirm it; re-applied after a failover). */
 export function createTaskStore(
   redis: RedisClient,
   keys: RedisKeys,
   durable: DurableWrites,
-  options: { retentionSeconds: number },
+  options: { retentionSeconds: number; maxOpenTasksPerIdentity: number },
 ) {
   const expireAtSeconds = (task: Task) => Math.ceil(task.expiresAtMs / 1000) + options.retentionSeconds;
+  const openTasksOf = (owner: Pick<Task, 'issuer' | 'subject'>) =>
+    keys.identityOpenTasks(identityKey(owner.issuer, owner.subject));
   return {
-    async create(task: Task): Promise<void> {
-      const key = keys.task(task.id);
-      await redis.multi().hset(key, fields(task)).expireat(key, expireAtSeconds(task)).exec();
-    },
-
-    /** For tasks with a deterministic id (a CI job's): the first of concurrent creators wins. */
-    async createIfAbsent(task: Task): Promise<'created' | 'exists'> {
-      const args = [expireAtSeconds(task), ...Object.entries(fields(task)).flat()];
-      return (await runScript(redis, 'createTaskIfAbsent', [keys.task(task.id)], args)) as
-        'created' | 'exists';
+    /**
+     * Creates the task unless one with its id exists (a CI job's task has a deterministic id: the first of
+     * concurrent creators wins), counted against its identity's open tasks in the same atomic step.
+     */
+    async create(task: Task, nowMs: number): Promise<CreateTaskResult> {
+      const quota = options.maxOpenTasksPerIdentity;
+      const head = [quota, nowMs, task.id, task.expiresAtMs, expireAtSeconds(task)];
+      const args = [...head, ...Object.entries(fields(task)).flat()];
+      const taskKeys = [keys.task(task.id), openTasksOf(task)];
+      return (await runScript(redis, 'createTask', taskKeys, args)) as CreateTaskResult;
     },
 
     async get(taskId: string, nowMs: number): Promise<StoredTask | null> {
@@ -79,9 +84,13 @@ export function createTaskStore(
     },
 
     async complete(taskId: string, outcome: TaskOutcome, summary: string, nowMs: number) {
+      // The owner names the open-tasks key; it never changes once the task exists (missing: no key matters).
+      const [issuer, subject] = await redis.hmget(keys.task(taskId), 'issuer', 'subject');
+      const owner = { issuer: issuer ?? '', subject: subject ?? '' };
       // Confirmed with the revocations it starts (requestRevocation), in one WAIT.
-      const args = [outcome, summary, nowMs];
-      return (await durable.run('completeTask', [keys.task(taskId)], args, { confirm: false })) as
+      const args = [outcome, summary, nowMs, taskId];
+      const taskKeys = [keys.task(taskId), openTasksOf(owner)];
+      return (await durable.run('completeTask', taskKeys, args, { confirm: false })) as
         'completed' | 'already' | 'missing';
     },
 

@@ -41,7 +41,10 @@ export async function declareTask(deps: Deps, identity: Identity, input: Declare
     state: 'open',
   };
   const reason = await authorizeDeclaration(deps, identity, task, ttlSeconds, nowMs);
-  await deps.tasks.create(task);
+  const created = await deps.tasks.create(task, nowMs);
+  if (created === 'task_quota') throw openTasksQuotaError(deps);
+  if (created === 'exists')
+    throw new BrokerError('internal', 'task id collision', { detail: `task ${task.id} existed` });
   await auditDeclared(deps, identity, task, { reason, ttlSeconds, nowMs });
   const record = await signTaskRecord(deps.signingKeys, config.broker.issuer, task, [], nowMs);
   return {
@@ -50,6 +53,15 @@ export async function declareTask(deps: Deps, identity: Identity, input: Declare
     identity: { issuer: identity.issuer, subject: identity.subject, kind: identity.kind },
     record,
   };
+}
+
+/** The identity holds `broker.maxOpenTasksPerIdentity` open tasks: counted and refused. */
+export function openTasksQuotaError(deps: Pick<Deps, 'config' | 'events'>): BrokerError {
+  deps.events.quotaRefused('open_tasks_per_identity');
+  return new BrokerError(
+    'task_limit_reached',
+    `this identity holds its quota of ${deps.config.broker.maxOpenTasksPerIdentity} open tasks: complete one first`,
+  );
 }
 
 /** The policy's `declareTask` decision for `task`; a denial is counted, audited and thrown. */

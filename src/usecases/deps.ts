@@ -13,10 +13,14 @@ import type { ProviderRegistry, RevokerRegistry } from '../providers/provider';
 import type { SigningKeyRing } from '../signing/signing-keys';
 import type { TaskStore } from '../tasks/task-store';
 
+export type QuotaName = 'open_tasks_per_identity' | 'leases_per_identity' | 'leases_per_task' | 'leases';
+
 /** Hooks the use cases report to (metrics, logs); the wiring decides what they do. */
 export interface UseCaseEvents {
   issued(grant: string, provider: string, durationMs: number): void;
   denied(action: string, reason: string, context: Record<string, string>): void;
+  /** A call refused by a quota: open tasks per identity, active leases per identity or task, or in total. */
+  quotaRefused(quota: QuotaName): void;
   settled(lease: { id: string; provider: string; expiresAtMs: number }, state: string, nowMs: number): void;
   revocationFailed(leaseId: string, provider: string, error: string, final: boolean): void;
   /** A lease just became irrevocable (after the failure above): on-call must hear of it. */

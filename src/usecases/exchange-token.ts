@@ -2,7 +2,7 @@ import { BrokerError } from '../domain/errors';
 import type { Identity, Task } from '../domain/types';
 import { bindJob, type JobBinding } from '../identity/job-binding';
 import type { BrokerDeps } from './deps';
-import { auditDeclared, authorizeDeclaration } from './declare-task';
+import { auditDeclared, authorizeDeclaration, openTasksQuotaError } from './declare-task';
 import { issueCredential, type IssueDeps } from './issue-credential';
 
 export interface ExchangeInput {
@@ -102,8 +102,9 @@ async function openJobTask(deps: Deps, identity: Identity, job: JobBinding, nowM
   };
   const reason = await authorizeDeclaration(deps, identity, task, ttlSeconds, nowMs);
   // Two exchanges of one job racing: the first creates the task, the other uses it.
-  if ((await deps.tasks.createIfAbsent(task)) === 'created')
-    await auditDeclared(deps, identity, task, { reason, ttlSeconds, nowMs });
+  const created = await deps.tasks.create(task, nowMs);
+  if (created === 'task_quota') throw openTasksQuotaError(deps);
+  if (created === 'created') await auditDeclared(deps, identity, task, { reason, ttlSeconds, nowMs });
   return task;
 }
 

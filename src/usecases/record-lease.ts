@@ -80,6 +80,7 @@ async function notReplicated(
 function refusal(deps: Deps, lease: Lease, result: Exclude<CreateLeaseResult, 'ok'>): BrokerError {
   switch (result) {
     case 'cap':
+      deps.events.quotaRefused('leases');
       return new BrokerError('lease_limit_reached', 'the broker has reached its cap on active leases');
     case 'identity_cap':
     case 'task_cap':
@@ -106,8 +107,13 @@ function refusal(deps: Deps, lease: Lease, result: Exclude<CreateLeaseResult, 'o
   }
 }
 
-export function quotaError(deps: Pick<Deps, 'config'>, which: 'identity_cap' | 'task_cap'): BrokerError {
+/** A lease quota's refusal, counted (`tasklease_quota_refusals_total`). */
+export function quotaError(
+  deps: Pick<Deps, 'config' | 'events'>,
+  which: 'identity_cap' | 'task_cap',
+): BrokerError {
   const { maxActiveLeasesPerIdentity, maxActiveLeasesPerTask } = deps.config.broker;
+  deps.events.quotaRefused(which === 'identity_cap' ? 'leases_per_identity' : 'leases_per_task');
   return which === 'identity_cap'
     ? new BrokerError(
         'lease_limit_reached',

@@ -198,7 +198,10 @@ export async function createSharedContext(options: {
     jwtRevoker: createJwtRevoker({ redis, keys }),
     deps: {
       config,
-      tasks: createTaskStore(redis, keys, durable, retention),
+      tasks: createTaskStore(redis, keys, durable, {
+        ...retention,
+        maxOpenTasksPerIdentity: broker.maxOpenTasksPerIdentity,
+      }),
       leases,
       queue,
       revocations: createRevocationLog(redis, keys),

@@ -31,6 +31,7 @@ export function useCaseEvents(metrics: Metrics, logger: Logger, outbound: Outbou
       metrics.denials.inc({ action });
       logger.info({ action, reason, ...context }, 'policy denied');
     },
+    quotaRefused: (quota) => metrics.quotaRefusals.inc({ quota }),
     settled: (lease, state, nowMs) => {
       metrics.settled.inc({ state, provider: lease.provider });
       if (state === 'expired')

@@ -90,6 +90,91 @@ describe('quotas and rate limits', () => {
     });
   });
 
+  describe('open tasks per identity', () => {
+    let broker: TestBroker;
+    // The broker's clock, moved on by a test instead of waiting for a task to expire.
+    let clockOffsetMs = 0;
+    beforeAll(async () => {
+      broker = await startTestBroker({
+        policies: POLICIES,
+        broker: { maxOpenTasksPerIdentity: 3 },
+        nowMs: () => Date.now() + clockOffsetMs,
+      });
+    });
+    afterAll(async () => {
+      await broker?.close();
+    });
+
+    const declare = (token: string, ttlSeconds = 600) =>
+      broker.call('POST', '/v1/tasks', token, { purpose: 'open task quota', ticket: 'OPS-2', ttlSeconds });
+    const openTasks = (subject: string) =>
+      broker.context.redis.zrange(broker.context.keys.identityOpenTasks(`agents/${subject}`), 0, -1);
+    const refusalsCounted = async () => {
+      const text = await (await fetch(`${broker.url}/metrics`)).text();
+      const line = /^tasklease_quota_refusals_total\{quota="open_tasks_per_identity"\} (\d+)$/m.exec(text);
+      return Number(line?.[1] ?? 0);
+    };
+
+    it('refuses the task beyond the quota with 429 task_limit_reached, counted; completing one frees a place', async () => {
+      const agent = await broker.agents.sign({ sub: 'busy-agent' });
+      const refusedBefore = await refusalsCounted();
+      const declared = [await declare(agent), await declare(agent), await declare(agent)];
+      expect(declared.map((answer) => answer.status)).toEqual([201, 201, 201]);
+      const fourth = await declare(agent);
+      expect(fourth).toEqual({
+        status: 429,
+        body: {
+          error: 'task_limit_reached',
+          message: 'this identity holds its quota of 3 open tasks: complete one first',
+        },
+      });
+      expect(await refusalsCounted()).toBe(refusedBefore + 1);
+      // Nothing was written for the refused one; another identity is not affected.
+      expect((await openTasks('busy-agent')).sort()).toEqual(declared.map((a) => a.body.taskId).sort());
+      const other = await broker.agents.sign({ sub: 'other-agent' });
+      expect((await declare(other)).status).toBe(201);
+
+      const [first] = declared;
+      const done = await broker.call('POST', `/v1/tasks/${first?.body.taskId}/complete`, agent, {
+        outcome: 'succeeded',
+      });
+      expect(done.status).toBe(200);
+      expect((await declare(agent)).status).toBe(201);
+      expect((await declare(agent)).status).toBe(429);
+    });
+
+    it('holds the quota exactly under 40 concurrent declarations', async () => {
+      const agent = await broker.agents.sign({ sub: 'racing-declarer' });
+      const answers = await Promise.all(Array.from({ length: 40 }, () => declare(agent)));
+      const created = answers.filter((answer) => answer.status === 201);
+      expect(created).toHaveLength(3);
+      expect(answers.filter((answer) => answer.status !== 201).map((answer) => answer.body.error)).toEqual(
+        Array(37).fill('task_limit_reached'),
+      );
+      // Exactly the three answered tasks exist for this identity: no refused one half-written.
+      expect((await openTasks('racing-declarer')).sort()).toEqual(created.map((a) => a.body.taskId).sort());
+      for (const answer of created)
+        expect((await broker.call('GET', `/v1/tasks/${answer.body.taskId}`, agent)).status).toBe(200);
+    });
+
+    it('an expired task holds no place: past its TTL, the identity may declare again', async () => {
+      const agent = await broker.agents.sign({ sub: 'forgetful-agent' });
+      const short = [await declare(agent, 60), await declare(agent, 60), await declare(agent, 600)];
+      expect(short.map((answer) => answer.status)).toEqual([201, 201, 201]);
+      expect((await declare(agent)).status).toBe(429);
+      clockOffsetMs += 61_000;
+      try {
+        // The two expired tasks were never completed; they free their places by expiring.
+        expect((await declare(agent)).status).toBe(201);
+        expect((await declare(agent)).status).toBe(201);
+        expect((await declare(agent)).status).toBe(429);
+        expect(await openTasks('forgetful-agent')).toHaveLength(3);
+      } finally {
+        clockOffsetMs -= 61_000;
+      }
+    });
+  });
+
   describe('requests per minute per identity', () => {
     let broker: TestBroker;
     let replica: RunningApi;

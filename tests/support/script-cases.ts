@@ -515,16 +515,29 @@ export const SCRIPT_CASES: ScriptCase[] = [
 
   {
     script: 'completeTask',
-    name: 'closes an open task once: completed, then already; a missing task stays missing',
+    name: 'closes an open task once, freeing its open-task place: completed, then already; missing stays missing',
     async run(ctx) {
       const task = await seedTask(ctx, 'task-1', { activeLeases: 2 });
       const missingTask = ctx.keys.task('no-such-task');
+      const open = ctx.keys.identityOpenTasks(identityKey('agents', 'ci-bot'));
+      await ctx.redis.zadd(open, T0 + HOUR, 'task-1', T0 + HOUR, 'task-2');
+      const args = (outcome: string, summary: string, atMs: number) => [outcome, summary, atMs, 'task-1'];
 
-      const missing = await checkedRun(ctx, 'completeTask', [missingTask], ['success', 'done', T0]);
+      const missing = await checkedRun(
+        ctx,
+        'completeTask',
+        [missingTask, open],
+        ['success', 'done', T0, 'x'],
+      );
       expect(missing).toMatchObject({ reply: 'missing', changed: [] });
 
-      const completed = await checkedRun(ctx, 'completeTask', [task], ['success', 'shipped it', T0 + 1]);
-      expect(completed).toMatchObject({ reply: 'completed', changed: [task] });
+      const completed = await checkedRun(
+        ctx,
+        'completeTask',
+        [task, open],
+        args('success', 'shipped it', T0 + 1),
+      );
+      expect(completed).toMatchObject({ reply: 'completed', changed: [open, task].sort() });
       expect(await ctx.redis.hgetall(task)).toMatchObject({
         state: 'completed',
         outcome: 'success',
@@ -533,8 +546,9 @@ export const SCRIPT_CASES: ScriptCase[] = [
         activeLeases: '2',
       });
       expect(await ctx.redis.pexpiretime(task)).toBe(T0 + 2 * HOUR);
+      expect(await ctx.redis.zrange(open, 0, -1)).toEqual(['task-2']);
 
-      const again = await checkedRun(ctx, 'completeTask', [task], ['failure', 'again', T0 + 2]);
+      const again = await checkedRun(ctx, 'completeTask', [task, open], args('failure', 'again', T0 + 2));
       expect(again).toMatchObject({ reply: 'already', changed: [] });
       expect(await ctx.redis.hmget(task, 'outcome', 'summary')).toEqual(['success', 'shipped it']);
     },
@@ -806,40 +820,47 @@ export const SCRIPT_CASES: ScriptCase[] = [
   },
 
   {
-    script: 'createTaskIfAbsent',
-    name: 'creates a task with its expiry unless it exists: the first creator wins',
+    script: 'createTask',
+    name: 'creates a task with its expiry unless it exists, within its identity’s quota of open tasks',
     async run(ctx) {
-      const task = ctx.keys.task('job-123');
+      const open = ctx.keys.identityOpenTasks(identityKey('agents', 'ci-bot'));
+      const expiresAtMs = T0 + HOUR;
       const expireAtSeconds = Math.ceil((T0 + 2 * HOUR) / 1000);
-      const fields = (purpose: string) => [
-        'id',
-        'job-123',
-        'state',
-        'open',
-        'purpose',
-        purpose,
-        'activeLeases',
-        '0',
-      ];
+      const fields = (id: string, purpose: string) => ['id', id, 'state', 'open', 'purpose', purpose];
+      const create = (id: string, quota: number, purpose = 'first', nowMs = T0, expiry = expiresAtMs) =>
+        checkedRun(
+          ctx,
+          'createTask',
+          [ctx.keys.task(id), open],
+          [quota, nowMs, id, expiry, expireAtSeconds, ...fields(id, purpose)],
+        );
 
-      const created = await checkedRun(
-        ctx,
-        'createTaskIfAbsent',
-        [task],
-        [expireAtSeconds, ...fields('first')],
-      );
-      expect(created).toMatchObject({ reply: 'created', changed: [task] });
-      expect(await ctx.redis.hgetall(task)).toEqual(record(fields('first')));
-      expect(await ctx.redis.expiretime(task)).toBe(expireAtSeconds);
+      const created = await create('job-123', 2);
+      expect(created).toMatchObject({ reply: 'created', changed: [open, ctx.keys.task('job-123')].sort() });
+      expect(await ctx.redis.hgetall(ctx.keys.task('job-123'))).toEqual(record(fields('job-123', 'first')));
+      expect(await ctx.redis.expiretime(ctx.keys.task('job-123'))).toBe(expireAtSeconds);
+      expect(await ctx.redis.zrange(open, 0, -1, 'WITHSCORES')).toEqual(['job-123', String(expiresAtMs)]);
+      // The index lives as long as its latest task.
+      expect(await ctx.redis.pexpiretime(open)).toBe(expiresAtMs);
 
-      const second = await checkedRun(
-        ctx,
-        'createTaskIfAbsent',
-        [task],
-        [expireAtSeconds + 60, ...fields('second')],
-      );
+      // The first creator wins; the second changes nothing and takes no place.
+      const second = await create('job-123', 2, 'second');
       expect(second).toMatchObject({ reply: 'exists', changed: [] });
-      expect(await ctx.redis.hget(task, 'purpose')).toBe('first');
+      expect(await ctx.redis.hget(ctx.keys.task('job-123'), 'purpose')).toBe('first');
+
+      // A later task with a later expiry takes the second place and carries the index's expiry further.
+      expect((await create('task-2', 2, 'first', T0, expiresAtMs + HOUR)).reply).toBe('created');
+      expect(await ctx.redis.pexpiretime(open)).toBe(expiresAtMs + HOUR);
+      const refused = await create('task-3', 2);
+      expect(refused).toMatchObject({ reply: 'task_quota', changed: [] });
+      expect(await ctx.redis.exists(ctx.keys.task('task-3'))).toBe(0);
+      // Quota 0 is none.
+      expect((await create('task-4', 0, 'first', T0, expiresAtMs + HOUR)).reply).toBe('created');
+
+      // Once job-123 is past its expiry it holds no place: pruned, and the new task fits under quota 3.
+      const later = await create('task-5', 3, 'first', expiresAtMs, expiresAtMs + HOUR);
+      expect(later.reply).toBe('created');
+      expect(await ctx.redis.zrange(open, 0, -1)).toEqual(['task-2', 'task-4', 'task-5']);
     },
   },
 
