@@ -87,8 +87,9 @@ const after = (id: string | undefined) => (id ? `(${id}` : '-');
 export const serializeAuditEvent = (event: AuditEvent): string => JSON.stringify(event);
 
 /**
- * Append-only log in a Redis Stream, oldest first. Appends stay one `XADD` (inside `createLease` for an
- * issuance); the sealer (audit-sealer.ts) chains and signs what was appended, in stream order, a moment later.
+ * Append-only log in a Redis Stream, oldest first. Appends stay one `XADD` (inside the lease's own script for
+ * an issuance, a revocation request, a retry, an irrevocable mark or a settlement); the sealer (audit-sealer.ts)
+ * chains and signs what was appended, in stream order, a moment later.
  */
 export function createAuditLog(redis: RedisClient, keys: RedisKeys, durable: DurableWrites) {
   const entries = async (afterId: string | undefined, limit: number): Promise<RawAuditEntry[]> =>
@@ -118,18 +119,12 @@ export function createAuditLog(redis: RedisClient, keys: RedisKeys, durable: Dur
   }
 
   return {
+    /**
+     * One event on its own (a denial, an admin call...). A lease's transitions never come here: the lease
+     * store writes their events inside the transition's own script, so neither exists without the other.
+     */
     async append(event: AuditEvent): Promise<void> {
       await redis.xadd(keys.audit(), '*', 'event', serializeAuditEvent(event));
-    },
-
-    /** Several events in one round trip, in order. */
-    async appendMany(events: readonly AuditEvent[]): Promise<void> {
-      if (events.length === 0) return;
-      const pipeline = redis.pipeline();
-      for (const event of events) pipeline.xadd(keys.audit(), '*', 'event', serializeAuditEvent(event));
-      const replies = (await pipeline.exec()) ?? [];
-      const failed = replies.find(([error]) => error);
-      if (failed) throw failed[0];
     },
 
     /** Events in stream order after `afterId` (exclusive), as stored. */

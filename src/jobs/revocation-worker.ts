@@ -15,7 +15,7 @@ export const LOCK_MS = 5_000;
 export const STALLED_CHECK_MS = 2_500;
 
 export function startRevocationWorker(
-  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'> & {
+  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'events' | 'nowMs'> & {
     queue: Pick<RevocationQueue, 'cancelExpiry'>;
   },
   connection: RedisClient,

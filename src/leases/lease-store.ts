@@ -1,3 +1,4 @@
+import { serializeAuditEvent, type AuditEvent, type AuditType } from '../audit/audit-log';
 import { identityKey, type Lease, type LeaseState } from '../domain/types';
 import type { RedisClient } from '../redis/connection';
 import type { DurableWrites } from '../redis/durable-writes';
@@ -62,6 +63,12 @@ const parse = (hash: Record<string, string>): Lease | null => {
   };
 };
 
+/**
+ * The audit event a lease transition writes in its own script, atomically with it (never appended after:
+ * a crash in between would leave a lease revoking or settled with no record of why).
+ */
+export type LeaseAuditEvent<Type extends AuditType> = AuditEvent & { type: Type };
+
 export interface LeaseSelector {
   task?: string;
   /** `issuer/subject` (see identityKey). */
@@ -74,9 +81,11 @@ export interface LeaseSelector {
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
 
 /**
- * Leases in Redis. Every write that decides a lease's fate (created, revocation requested, irrevocable,
- * settled) is a script that goes through `durable`: confirmed by the replicas `broker.replicaAcks` asks for,
- * and kept to re-apply after a failover (src/redis/durable-writes.ts).
+ * Leases in Redis. Every write that decides a lease's fate (created, revocation requested, retry requested,
+ * irrevocable, settled) is a script that goes through `durable`: confirmed by the replicas
+ * `broker.replicaAcks` asks for, and kept to re-apply after a failover (src/redis/durable-writes.ts). Each
+ * takes its audit event and appends it in the same atomic step, only when the transition happens: no lease
+ * changes state without its audit entry, and a call repeated or replayed appends none twice.
  */
 export function createLeaseStore(
   redis: RedisClient,
@@ -191,17 +200,31 @@ export function createLeaseStore(
       return sets.length === 1 ? redis.smembers(sets[0] as string) : redis.sinter(...sets);
     },
 
-    /** Unconfirmed: revocation requests come in batches, confirmed once at the end (`confirmWrites`). */
-    async markRevoking(leaseId: string, reason: string, nowMs: number, force = false): Promise<string> {
-      const args = [leaseId, nowMs, reason, force ? '1' : '0'];
-      return run('markRevoking', [keys.lease(leaseId), keys.due()], args, { confirm: false });
+    /**
+     * `started`, or `forced` (already revoking, newly marked for force), with its `lease.revoke_requested`
+     * appended; otherwise the state that prevented it, and nothing appended. Unconfirmed: revocation requests
+     * come in batches, confirmed once at the end (`confirmWrites`).
+     */
+    async markRevoking(
+      leaseId: string,
+      request: { reason: string; nowMs: number; force?: boolean },
+      audit: LeaseAuditEvent<'lease.revoke_requested'>,
+    ): Promise<string> {
+      const { reason, nowMs, force = false } = request;
+      const args = [leaseId, nowMs, reason, force ? '1' : '0', serializeAuditEvent(audit)];
+      return run('markRevoking', [keys.lease(leaseId), keys.due(), keys.audit()], args, { confirm: false });
     },
 
     /** Waits for the replicas to hold every write made so far (NotReplicatedError when they do not in time). */
     confirmWrites: () => durable.confirm(),
 
-    markRetry: (leaseId: string, nowMs: number) =>
-      run('markRetry', [keys.lease(leaseId), keys.due()], [leaseId, nowMs]),
+    /** `retrying` (with its `lease.retry_requested` appended) when the lease is irrevocable. */
+    markRetry: (leaseId: string, nowMs: number, audit: LeaseAuditEvent<'lease.retry_requested'>) =>
+      run(
+        'markRetry',
+        [keys.lease(leaseId), keys.due(), keys.audit()],
+        [leaseId, nowMs, serializeAuditEvent(audit)],
+      ),
 
     async settle(
       lease: Pick<Lease, 'id' | 'taskId' | 'issuer' | 'subject'>,
@@ -212,6 +235,7 @@ export function createLeaseStore(
         reason?: string;
       },
       nowMs: number,
+      audit: LeaseAuditEvent<'lease.settled' | 'lease.force_closed'>,
     ) {
       const leaseId = lease.id;
       const keyList = [
@@ -221,9 +245,11 @@ export function createLeaseStore(
         keys.task(lease.taskId),
         keys.settled(),
         keys.identityUnsettled(identityKey(lease.issuer, lease.subject)),
+        keys.audit(),
       ];
       const { state, revocation, reason = '', detail = '' } = outcome;
-      return run('settleLease', keyList, [leaseId, state, revocation, nowMs, reason, detail]);
+      const args = [leaseId, state, revocation, nowMs, reason, detail, serializeAuditEvent(audit)];
+      return run('settleLease', keyList, args);
     },
 
     /** Drops settled leases past the retention period, with their index entries; returns how many went. */
@@ -253,19 +279,37 @@ export function createLeaseStore(
       return ids.length;
     },
 
-    async recordFailure(leaseId: string, error: string): Promise<void> {
+    /**
+     * A failed attempt that will be retried: counted, its error kept, and its `lease.revoke_failed` appended,
+     * in one MULTI (not a change of state, so no script: the attempt failed whatever the lease's state).
+     */
+    async recordFailure(
+      leaseId: string,
+      error: string,
+      audit: LeaseAuditEvent<'lease.revoke_failed'>,
+    ): Promise<void> {
       await redis
         .multi()
         .hset(keys.lease(leaseId), 'lastError', error)
         .hincrby(keys.lease(leaseId), 'attempts', 1)
+        .xadd(keys.audit(), '*', 'event', serializeAuditEvent(audit))
         .exec();
     },
 
-    async markIrrevocable(leaseId: string, error: string, nowMs: number, retryAtMs: number): Promise<string> {
+    /**
+     * The last attempt failed: counted, and the lease irrevocable with its `lease.irrevocable` appended
+     * (`became` the first time, `still` after); `settled` (nothing written) if it settled meanwhile.
+     */
+    async markIrrevocable(
+      leaseId: string,
+      failure: { error: string; nowMs: number; retryAtMs: number },
+      audit: LeaseAuditEvent<'lease.irrevocable'>,
+    ): Promise<string> {
+      const { error, nowMs, retryAtMs } = failure;
       return run(
         'markIrrevocable',
-        [keys.lease(leaseId), keys.due(), keys.irrevocable()],
-        [leaseId, nowMs, retryAtMs, error],
+        [keys.lease(leaseId), keys.due(), keys.irrevocable(), keys.audit()],
+        [leaseId, nowMs, retryAtMs, error, serializeAuditEvent(audit)],
       );
     },
 

@@ -18,7 +18,8 @@ export class NotReplicatedError extends Error {
  * The writes a process re-applies after the primary changed, and how: a write kept only when it took effect,
  * replayed through a script that is idempotent on a primary that has it already. A lease comes back through
  * `restoreLease` (written if missing, whatever became of its task); a revocation request, a settlement and a
- * completion are replayed as themselves, each a no-op where it already happened.
+ * completion are replayed as themselves, each a no-op where it already happened. A lease's scripts append
+ * their audit event only when they change the lease, so a replay never writes one twice.
  */
 const REPLAYED: Partial<Record<ScriptName, { as: ScriptName; kept: (result: unknown) => boolean }>> = {
   createLease: { as: 'restoreLease', kept: (result) => result === 'ok' },

@@ -5,6 +5,7 @@ import type { CreateLeaseResult } from '../leases/lease-store';
 import type { CredentialProvider } from '../providers/provider';
 import { NotReplicatedError } from '../redis/durable-writes';
 import type { BrokerDeps } from './deps';
+import { leaseAuditFields } from './request-revocation';
 
 type Deps = Pick<BrokerDeps, 'config' | 'leases' | 'events' | 'nowMs'>;
 
@@ -63,10 +64,17 @@ async function notReplicated(
   revokeUnissued: (why: string) => Promise<unknown>,
 ): Promise<never> {
   await revokeUnissued(`its lease was not confirmed by the replicas (${error.message})`);
-  if (error.result === 'ok')
-    await deps.leases
-      .markRevoking(lease.id, 'not confirmed by the Redis replicas; never returned', deps.nowMs())
-      .catch(() => undefined);
+  if (error.result === 'ok') {
+    const request = { reason: 'not confirmed by the Redis replicas; never returned', nowMs: deps.nowMs() };
+    const event = {
+      type: 'lease.revoke_requested' as const,
+      atMs: request.nowMs,
+      ...leaseAuditFields(lease),
+      actor: 'broker',
+      reason: request.reason,
+    };
+    await deps.leases.markRevoking(lease.id, request, event).catch(() => undefined);
+  }
   throw new BrokerError(
     'not_replicated',
     'the lease was not confirmed by the Redis replicas; nothing was issued',

@@ -17,7 +17,7 @@ export interface RevocationSummary {
  * covers a lost job), then a `revoke-<lease>` job runs at once. Settling is the worker's.
  */
 export async function requestRevocation(
-  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'audit' | 'nowMs'>,
+  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'nowMs'>,
   leases: readonly Lease[],
   reason: string,
   actor: string,
@@ -35,11 +35,22 @@ export async function requestRevocation(
 
   const nowMs = deps.nowMs();
   const started: Lease[] = [];
+  const request = { reason, nowMs, force: options.force };
+  // Each lease's `lease.revoke_requested` goes in with its transition (markRevoking), never after the
+  // batch: a process killed mid-batch leaves no lease revoking without it.
+  const event = (lease: Lease) => ({
+    type: 'lease.revoke_requested' as const,
+    atMs: nowMs,
+    ...leaseAuditFields(lease),
+    actor,
+    reason,
+    ...(options.force ? { detail: { force: true } } : {}),
+  });
   // In chunks, each chunk's transitions in flight together: 10,000 leases take seconds, not minutes.
   for (let i = 0; i < live.length; i += REVOKE_CHUNK) {
     const chunk = live.slice(i, i + REVOKE_CHUNK);
     const results = await Promise.all(
-      chunk.map((lease) => deps.leases.markRevoking(lease.id, reason, nowMs, options.force)),
+      chunk.map((lease) => deps.leases.markRevoking(lease.id, request, event(lease))),
     );
     // 'forced': a lease already revoking, now marked for force: audited as this caller's request too.
     chunk.forEach(
@@ -52,16 +63,6 @@ export async function requestRevocation(
   // One WAIT for the whole batch: the transitions and their jobs are on the replicas before it counts
   // (a NotReplicatedError is 503 not_replicated; repeating the call is safe).
   await deps.leases.confirmWrites();
-  await deps.audit.appendMany(
-    started.map((lease) => ({
-      type: 'lease.revoke_requested' as const,
-      atMs: nowMs,
-      ...leaseAuditFields(lease),
-      actor,
-      reason,
-      ...(options.force ? { detail: { force: true } } : {}),
-    })),
-  );
   const leaseIds = started.map((lease) => lease.id);
   return { matched: live.length, revoked: started.length, byGrant, byProvider, leaseIds };
 }
@@ -87,7 +88,7 @@ export async function selectLeases(
  * revoked at once (audited as `lease.revoke_requested` by the broker itself).
  */
 export async function revokeUnreturned(
-  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'audit' | 'nowMs'>,
+  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'nowMs'>,
   leaseId: string,
 ): Promise<void> {
   const lease = await deps.leases.get(leaseId);

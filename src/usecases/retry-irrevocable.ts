@@ -19,16 +19,28 @@ export interface RetrySummary {
  * its own event, with who asked and why.
  */
 export async function retryIrrevocable(
-  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'audit' | 'nowMs'>,
+  deps: Pick<BrokerDeps, 'leases' | 'queue' | 'nowMs'>,
   leases: readonly Lease[],
   actor: string,
   reason?: string,
 ): Promise<RetrySummary> {
   const nowMs = deps.nowMs();
   const summary: RetrySummary = { retried: [], refused: [] };
+  // Audited with the transition itself (markRetry), so a retry is never queued unrecorded.
+  const event = (lease: Lease) => ({
+    type: 'lease.retry_requested' as const,
+    atMs: nowMs,
+    ...leaseAuditFields(lease),
+    actor,
+    ...(reason ? { reason } : {}),
+    // What the worker had last failed with, so the audit reads on its own.
+    ...(lease.lastError ? { detail: { lastError: lease.lastError } } : {}),
+  });
   for (let i = 0; i < leases.length; i += RETRY_CHUNK) {
     const chunk = leases.slice(i, i + RETRY_CHUNK);
-    const results = await Promise.all(chunk.map((lease) => deps.leases.markRetry(lease.id, nowMs)));
+    const results = await Promise.all(
+      chunk.map((lease) => deps.leases.markRetry(lease.id, nowMs, event(lease))),
+    );
     chunk.forEach((lease, index) => {
       const state = results[index] as string;
       if (state === 'retrying') summary.retried.push(lease);
@@ -36,16 +48,5 @@ export async function retryIrrevocable(
     });
   }
   await deps.queue.retryNow(summary.retried.map((lease) => lease.id));
-  await deps.audit.appendMany(
-    summary.retried.map((lease) => ({
-      type: 'lease.retry_requested' as const,
-      atMs: nowMs,
-      ...leaseAuditFields(lease),
-      actor,
-      ...(reason ? { reason } : {}),
-      // What the worker had last failed with, so the audit reads on its own.
-      ...(lease.lastError ? { detail: { lastError: lease.lastError } } : {}),
-    })),
-  );
   return summary;
 }

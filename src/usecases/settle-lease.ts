@@ -1,7 +1,9 @@
 import { isSettled, type Lease } from '../domain/types';
 import { RevocationRefusedError } from '../providers/provider';
+import type { LeaseAuditEvent } from '../leases/lease-store';
 import { NotReplicatedError } from '../redis/durable-writes';
 import type { WorkerDeps } from './deps';
+import { leaseAuditFields } from './request-revocation';
 
 export type SettleResult = 'settled' | 'already' | 'missing';
 
@@ -12,10 +14,11 @@ export type SettleResult = 'settled' | 'already' | 'missing';
  * worker's, which may differ a little.
  * Throws on a provider failure so the queue retries; on the final attempt, or at once when the provider
  * says retrying cannot help, the lease becomes irrevocable (listed, counted, and retried by the sweeper
- * later — never dropped).
+ * later — never dropped). Each outcome's audit event is written by the lease store in the same step as the
+ * outcome itself, so a worker killed between the two cannot leave one without the other.
  */
 export async function settleLease(
-  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'audit' | 'events' | 'nowMs'>,
+  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'events' | 'nowMs'>,
   leaseId: string,
   attempt: { final: boolean },
 ): Promise<SettleResult> {
@@ -31,14 +34,7 @@ export async function settleLease(
   }
   const nowMs = deps.nowMs();
   const provider = deps.providers.get(lease.provider);
-  const base = {
-    issuer: lease.issuer,
-    subject: lease.subject,
-    task: lease.taskId,
-    grant: lease.grant,
-    lease: lease.id,
-    actor: 'worker',
-  };
+  const base = { atMs: nowMs, ...leaseAuditFields(lease), actor: 'worker' };
   let revocation: string;
   let detail: string | undefined;
   try {
@@ -49,34 +45,35 @@ export async function settleLease(
     // Read again: an admin may have asked for force while the backend was being tried.
     if (lease.forced || (await deps.leases.get(leaseId))?.forced)
       return forceClose(deps, lease, message, nowMs, base);
-    await deps.leases.recordFailure(leaseId, message);
     // A refusal that retrying cannot change (permission denied) goes irrevocable at once, with its reason.
     const final = attempt.final || error instanceof RevocationRefusedError;
     deps.events.revocationFailed(leaseId, lease.provider, message, final);
     if (final) {
       const retryAtMs = nowMs + deps.config.revocation.irrevocableRetrySeconds * 1000;
-      const marked = await deps.leases.markIrrevocable(leaseId, message, nowMs, retryAtMs);
-      await deps.audit.append({ type: 'lease.irrevocable', atMs: nowMs, ...base, reason: message });
+      const failure = { error: message, nowMs, retryAtMs };
+      const event = { type: 'lease.irrevocable' as const, ...base, reason: message };
+      const marked = await deps.leases.markIrrevocable(leaseId, failure, event);
       // Once, when it becomes irrevocable (decided in Redis, so two jobs failing together page once); the
       // later retries that fail again do not page again.
       if (marked === 'became') deps.events.irrevocable(lease, message, nowMs);
     } else {
-      await deps.audit.append({ type: 'lease.revoke_failed', atMs: nowMs, ...base, reason: message });
+      const event = { type: 'lease.revoke_failed' as const, ...base, reason: message };
+      await deps.leases.recordFailure(leaseId, message, event);
     }
     throw error;
   }
-  const state = lease.revokeReason ? 'revoked' : 'expired';
+  const state: 'revoked' | 'expired' = lease.revokeReason ? 'revoked' : 'expired';
   const reason = lease.revokeReason ?? 'ttl';
-  const { result, unconfirmed } = await settleOnce(deps, lease, { state, revocation, detail, reason }, nowMs);
-  if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
-  deps.events.settled(lease, state, nowMs);
-  await deps.audit.append({
-    type: 'lease.settled',
-    atMs: nowMs,
+  const event = {
+    type: 'lease.settled' as const,
     ...base,
     reason,
     detail: { state, revocation, ...(detail ? { revocationDetail: detail } : {}) },
-  });
+  };
+  const outcome = { state, revocation, detail, reason };
+  const { result, unconfirmed } = await settleOnce(deps, lease, outcome, nowMs, event);
+  if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
+  deps.events.settled(lease, state, nowMs);
   // Settled on the primary (and audited), not yet on the replicas: the job fails, and its retry confirms.
   if (unconfirmed) throw unconfirmed;
   return 'settled';
@@ -88,9 +85,10 @@ async function settleOnce(
   lease: Lease,
   outcome: Parameters<WorkerDeps['leases']['settle']>[1],
   nowMs: number,
+  event: LeaseAuditEvent<'lease.settled' | 'lease.force_closed'>,
 ): Promise<{ result: string; unconfirmed?: NotReplicatedError }> {
   try {
-    return { result: await deps.leases.settle(lease, outcome, nowMs) };
+    return { result: await deps.leases.settle(lease, outcome, nowMs, event) };
   } catch (error) {
     if (!(error instanceof NotReplicatedError)) throw error;
     return { result: String(error.result), unconfirmed: error };
@@ -102,11 +100,11 @@ async function settleOnce(
  * saying what failed and until when the credential may still work at its source. Never `revoked`.
  */
 async function forceClose(
-  deps: Pick<WorkerDeps, 'leases' | 'audit' | 'events'>,
+  deps: Pick<WorkerDeps, 'leases' | 'events'>,
   lease: Lease,
   failure: string,
   nowMs: number,
-  base: Record<string, string>,
+  base: Omit<LeaseAuditEvent<'lease.force_closed'>, 'type'>,
 ): Promise<SettleResult> {
   const untilMs = Number(lease.handle.notAfterMs) || lease.expiresAtMs;
   const detail =
@@ -114,16 +112,15 @@ async function forceClose(
     `source until ${new Date(untilMs).toISOString()}`;
   const reason = lease.revokeReason ?? 'forced';
   const outcome = { state: 'force-closed' as const, revocation: 'force-closed', detail, reason };
-  const { result, unconfirmed } = await settleOnce(deps, lease, outcome, nowMs);
-  if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
-  deps.events.settled(lease, 'force-closed', nowMs);
-  await deps.audit.append({
-    type: 'lease.force_closed',
-    atMs: nowMs,
+  const event = {
+    type: 'lease.force_closed' as const,
     ...base,
     reason,
     detail: { state: 'force-closed', revocation: 'force-closed', revocationDetail: detail },
-  });
+  };
+  const { result, unconfirmed } = await settleOnce(deps, lease, outcome, nowMs, event);
+  if (result !== 'settled') return result === 'missing' ? 'missing' : 'already';
+  deps.events.settled(lease, 'force-closed', nowMs);
   if (unconfirmed) throw unconfirmed;
   return 'settled';
 }

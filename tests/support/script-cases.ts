@@ -331,6 +331,7 @@ const createKeys = (keys: RedisKeys, value: LeaseRecord, approvalId = '') => [
 ];
 
 const issued = (value: LeaseRecord) => event('credential.issued', { leaseId: value.id });
+const revokeRequested = (id: string) => event('lease.revoke_requested', { lease: id });
 
 const createArgs = (
   value: LeaseRecord,
@@ -355,6 +356,7 @@ const settleKeys = (keys: RedisKeys, value: LeaseRecord) => [
   keys.task(value.taskId),
   keys.settled(),
   keys.identityUnsettled(identityKey(value.issuer, value.subject)),
+  keys.audit(),
 ];
 
 /** lease-store's purgeSettled keys. */
@@ -1025,21 +1027,43 @@ export const SCRIPT_CASES: ScriptCase[] = [
     script: 'markIrrevocable',
     name: 'records a failed revocation: became once, then still; a settled or missing lease is left alone',
     async run(ctx) {
-      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due(), ctx.keys.irrevocable()];
+      const keyList = (id: string) => [
+        ctx.keys.lease(id),
+        ctx.keys.due(),
+        ctx.keys.irrevocable(),
+        ctx.keys.audit(),
+      ];
+      const irrevocable = (id: string, error: string) => event('lease.irrevocable', { lease: id, error });
       const mark = (id: string, nowMs: number, error: string) =>
-        checkedRun(ctx, 'markIrrevocable', keyList(id), [id, nowMs, nowMs + 5 * MINUTE, error]);
-      const key = await seedLease(ctx, lease('l-1', { state: 'revoking' }));
+        checkedRun(ctx, 'markIrrevocable', keyList(id), [
+          id,
+          nowMs,
+          nowMs + 5 * MINUTE,
+          error,
+          irrevocable(id, error),
+        ]);
+      const key = await seedLease(ctx, lease('l-1', { state: 'revoking', attempts: 2 }));
       await ctx.redis.zadd(ctx.keys.due(), T0, 'l-1');
 
       const became = await mark('l-1', T0, 'AccessDenied');
       expect(became).toMatchObject({ reply: 'became', changed: sorted(...keyList('l-1')) });
-      expect(await ctx.redis.hmget(key, 'state', 'lastError')).toEqual(['irrevocable', 'AccessDenied']);
+      expect(await ctx.redis.hmget(key, 'state', 'lastError', 'attempts')).toEqual([
+        'irrevocable',
+        'AccessDenied',
+        '3',
+      ]);
+      expect(await auditEvents(ctx)).toEqual([irrevocable('l-1', 'AccessDenied')]);
       expect(await ctx.redis.zscore(ctx.keys.due(), 'l-1')).toBe(String(T0 + 5 * MINUTE));
       expect(await ctx.redis.zscore(ctx.keys.irrevocable(), 'l-1')).toBe(String(T0));
 
+      // Each failed last attempt (a sweeper retry) is one more attempt and one more event.
       const still = await mark('l-1', T0 + HOUR, 'Throttled');
       expect(still.reply).toBe('still');
-      expect(await ctx.redis.hget(key, 'lastError')).toBe('Throttled');
+      expect(await ctx.redis.hmget(key, 'lastError', 'attempts')).toEqual(['Throttled', '4']);
+      expect(await auditEvents(ctx)).toEqual([
+        irrevocable('l-1', 'AccessDenied'),
+        irrevocable('l-1', 'Throttled'),
+      ]);
       expect(await ctx.redis.zscore(ctx.keys.due(), 'l-1')).toBe(String(T0 + HOUR + 5 * MINUTE));
       // Still scored by when it first became irrevocable.
       expect(await ctx.redis.zscore(ctx.keys.irrevocable(), 'l-1')).toBe(String(T0));
@@ -1054,6 +1078,8 @@ export const SCRIPT_CASES: ScriptCase[] = [
       }
       expect(await mark('l-missing', T0, 'late')).toMatchObject({ reply: 'settled', changed: [] });
       expect(await ctx.redis.zrange(ctx.keys.irrevocable(), 0, -1)).toEqual(['l-1', 'l-active']);
+      // Settled or missing: no event either.
+      expect(await auditEvents(ctx)).toHaveLength(3);
     },
   },
 
@@ -1061,27 +1087,30 @@ export const SCRIPT_CASES: ScriptCase[] = [
     script: 'markRetry',
     name: 'makes an irrevocable lease due now, leaving it irrevocable with its error; anything else is refused',
     async run(ctx) {
-      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due()];
+      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due(), ctx.keys.audit()];
+      const retryRequested = (id: string) => event('lease.retry_requested', { lease: id });
+      const retry = (id: string) => checkedRun(ctx, 'markRetry', keyList(id), [id, T0, retryRequested(id)]);
       const key = await seedLease(ctx, lease('l-1', { state: 'irrevocable', lastError: 'AccessDenied' }));
       await ctx.redis.zadd(ctx.keys.due(), T0 + HOUR, 'l-1');
       await ctx.redis.zadd(ctx.keys.irrevocable(), T0 - HOUR, 'l-1');
       const before = await ctx.redis.hgetall(key);
 
-      const retrying = await checkedRun(ctx, 'markRetry', keyList('l-1'), ['l-1', T0]);
-      expect(retrying).toMatchObject({ reply: 'retrying', changed: [ctx.keys.due()] });
+      const retrying = await retry('l-1');
+      expect(retrying).toMatchObject({
+        reply: 'retrying',
+        changed: sorted(ctx.keys.due(), ctx.keys.audit()),
+      });
       expect(await ctx.redis.zscore(ctx.keys.due(), 'l-1')).toBe(String(T0));
       expect(await ctx.redis.hgetall(key)).toEqual(before);
       expect(await ctx.redis.zscore(ctx.keys.irrevocable(), 'l-1')).toBe(String(T0 - HOUR));
+      expect(await auditEvents(ctx)).toEqual([retryRequested('l-1')]);
 
-      expect(await checkedRun(ctx, 'markRetry', keyList('l-missing'), ['l-missing', T0])).toMatchObject({
-        reply: 'missing',
-        changed: [],
-      });
+      expect(await retry('l-missing')).toMatchObject({ reply: 'missing', changed: [] });
       for (const state of ['active', 'revoking', 'revoked']) {
         await seedLease(ctx, lease(`l-${state}`, { state }));
-        const run = await checkedRun(ctx, 'markRetry', keyList(`l-${state}`), [`l-${state}`, T0]);
-        expect(run).toMatchObject({ reply: state, changed: [] });
+        expect(await retry(`l-${state}`)).toMatchObject({ reply: state, changed: [] });
       }
+      expect(await auditEvents(ctx)).toEqual([retryRequested('l-1')]);
     },
   },
 
@@ -1089,9 +1118,15 @@ export const SCRIPT_CASES: ScriptCase[] = [
     script: 'markRevoking',
     name: 'starts revoking an active or irrevocable lease, due now; refuses the rest with their state',
     async run(ctx) {
-      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due()];
+      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due(), ctx.keys.audit()];
       const revoke = (id: string, force = false) =>
-        checkedRun(ctx, 'markRevoking', keyList(id), [id, T0, 'task completed', force ? '1' : '0']);
+        checkedRun(ctx, 'markRevoking', keyList(id), [
+          id,
+          T0,
+          'task completed',
+          force ? '1' : '0',
+          revokeRequested(id),
+        ]);
       const active = await seedLease(ctx, lease('l-active'));
       await ctx.redis.zadd(ctx.keys.due(), T0 + 10 * MINUTE, 'l-active');
 
@@ -1103,7 +1138,8 @@ export const SCRIPT_CASES: ScriptCase[] = [
         null,
       ]);
       expect(await ctx.redis.zscore(ctx.keys.due(), 'l-active')).toBe(String(T0));
-      // Already revoking: the state is the answer.
+      expect(await auditEvents(ctx)).toEqual([revokeRequested('l-active')]);
+      // Already revoking (a request repeated, a replay): the state is the answer, and no second event.
       expect(await revoke('l-active')).toMatchObject({ reply: 'revoking', changed: [] });
 
       await seedLease(ctx, lease('l-irrevocable', { state: 'irrevocable' }));
@@ -1117,6 +1153,7 @@ export const SCRIPT_CASES: ScriptCase[] = [
         expect(await revoke(`l-${state}`)).toMatchObject({ reply: state, changed: [] });
         expect(await revoke(`l-${state}`, true)).toMatchObject({ reply: state, changed: [] });
       }
+      expect(await auditEvents(ctx)).toEqual([revokeRequested('l-active'), revokeRequested('l-irrevocable')]);
     },
   },
 
@@ -1124,8 +1161,9 @@ export const SCRIPT_CASES: ScriptCase[] = [
     script: 'markRevoking',
     name: 'with force, marks the lease forced: started from active or irrevocable, forced when already revoking',
     async run(ctx) {
-      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due()];
-      const force = (id: string) => checkedRun(ctx, 'markRevoking', keyList(id), [id, T0, 'admin', '1']);
+      const keyList = (id: string) => [ctx.keys.lease(id), ctx.keys.due(), ctx.keys.audit()];
+      const force = (id: string) =>
+        checkedRun(ctx, 'markRevoking', keyList(id), [id, T0, 'admin', '1', revokeRequested(id)]);
       await seedLease(ctx, lease('l-active'));
       await seedLease(ctx, lease('l-irrevocable', { state: 'irrevocable' }));
       await seedLease(ctx, lease('l-revoking', { state: 'revoking', revokeReason: 'expiry' }));
@@ -1135,17 +1173,23 @@ export const SCRIPT_CASES: ScriptCase[] = [
         expect(await force(id)).toMatchObject({ reply: 'started', changed: sorted(...keyList(id)) });
         expect(await ctx.redis.hmget(ctx.keys.lease(id), 'state', 'forced')).toEqual(['revoking', '1']);
       }
-      // Already revoking: marked forced, its reason and due time kept.
+      // Already revoking: marked forced (audited as this request), its reason and due time kept.
       const forced = await force('l-revoking');
-      expect(forced).toMatchObject({ reply: 'forced', changed: [ctx.keys.lease('l-revoking')] });
+      expect(forced).toMatchObject({
+        reply: 'forced',
+        changed: sorted(ctx.keys.lease('l-revoking'), ctx.keys.audit()),
+      });
       expect(await ctx.redis.hmget(ctx.keys.lease('l-revoking'), 'state', 'forced', 'revokeReason')).toEqual([
         'revoking',
         '1',
         'expiry',
       ]);
       expect(await ctx.redis.zscore(ctx.keys.due(), 'l-revoking')).toBe(String(T0 - MINUTE));
-      // Forcing again answers forced and changes nothing more.
-      expect(await force('l-revoking')).toMatchObject({ reply: 'forced', changed: [] });
+      // Forcing again (a repeated request, a replay) changes nothing and appends nothing: it answers the state.
+      expect(await force('l-revoking')).toMatchObject({ reply: 'revoking', changed: [] });
+      expect(await auditEvents(ctx)).toEqual(
+        ['l-active', 'l-irrevocable', 'l-revoking'].map(revokeRequested),
+      );
     },
   },
 
@@ -1302,6 +1346,7 @@ export const SCRIPT_CASES: ScriptCase[] = [
         T0 + MINUTE,
         'expired',
         '',
+        event('lease.settled', { lease: 'l-1' }),
       ]);
       expect(settled.reply).toBe('settled');
 
@@ -1667,6 +1712,7 @@ export const SCRIPT_CASES: ScriptCase[] = [
       await ctx.redis.zadd(due!, T0, 'l-1', T0, 'l-2');
       await ctx.redis.zadd(irrevocable!, T0 - HOUR, 'l-1');
       await ctx.redis.sadd(unsettled!, 'l-1', 'l-2');
+      const closed = event('lease.force_closed', { lease: 'l-1' });
       const settle = (nowMs: number) =>
         checkedRun(ctx, 'settleLease', keyList, [
           'l-1',
@@ -1675,6 +1721,7 @@ export const SCRIPT_CASES: ScriptCase[] = [
           nowMs,
           'admin force',
           'IAM refused',
+          closed,
         ]);
 
       const done = await settle(T0 + MINUTE);
@@ -1692,10 +1739,13 @@ export const SCRIPT_CASES: ScriptCase[] = [
       expect(await members(ctx, unsettled!)).toEqual(['l-2']);
       expect(await ctx.redis.zscore(settled!, 'l-1')).toBe(String(T0 + MINUTE));
       expect(await ctx.redis.hget(task, 'activeLeases')).toBe('1');
+      expect(await auditEvents(ctx)).toEqual([closed]);
 
-      // Settled again (a replay, a second worker): nothing moves, the task is not counted down twice.
+      // Settled again (a replay, a second worker): nothing moves, the task is not counted down twice, and
+      // no second event.
       expect(await settle(T0 + HOUR)).toMatchObject({ reply: 'already', changed: [] });
       expect(await ctx.redis.hget(task, 'activeLeases')).toBe('1');
+      expect(await auditEvents(ctx)).toEqual([closed]);
     },
   },
 
@@ -1716,6 +1766,7 @@ export const SCRIPT_CASES: ScriptCase[] = [
         T0,
         'expired',
         '',
+        event('lease.settled', { lease: 'l-1' }),
       ]);
       expect(done.reply).toBe('settled');
       expect(done.changed).not.toContain(ctx.keys.task('task-gone'));
@@ -1733,8 +1784,10 @@ export const SCRIPT_CASES: ScriptCase[] = [
         T0,
         '',
         '',
+        event('lease.settled', { lease: 'l-missing' }),
       ]);
       expect(run).toMatchObject({ reply: 'missing', changed: [] });
+      expect(await auditEvents(ctx)).toEqual([event('lease.settled', { lease: 'l-1' })]);
       expect(await ctx.redis.zscore(ctx.keys.settled(), 'l-missing')).toBeNull();
     },
   },
