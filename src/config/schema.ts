@@ -303,6 +303,26 @@ export const configSchema = z
         retentionSeconds: seconds(90 * 86400).default(7 * 86400),
       })
       .prefault({}),
+    /**
+     * The API's HTTP server: how long a client may take to send its headers and its whole request, how long an
+     * idle keep-alive connection stays open, and how many connections it holds at once (docs/architecture.md,
+     * "Timeouts and limits").
+     */
+    http: z
+      .strictObject({
+        headersTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+        /** The whole request, body included (at most 64 KiB); never shorter than the headers' deadline. */
+        requestTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+        /** Above a load balancer's own idle timeout (60 s on AWS ALB), so it never reuses a closed socket. */
+        keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(65_000),
+        /** Open connections per API process; beyond it a new connection is closed at once. */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(4096),
+      })
+      .refine((http) => http.headersTimeoutMs <= http.requestTimeoutMs, {
+        path: ['requestTimeoutMs'],
+        message: 'must be at least headersTimeoutMs (the request includes its headers)',
+      })
+      .prefault({}),
     /** Where on-call hears of leases that could not be revoked. */
     alerts: z
       .strictObject({

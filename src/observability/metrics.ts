@@ -43,6 +43,11 @@ export function createMetrics(counts: {
       labelNames: ['quota'] as const,
       registers: [registry],
     }),
+    connectionsDropped: new Counter({
+      name: 'tasklease_http_connections_dropped_total',
+      help: 'Connections the API closed at once because it already held http.maxConnections',
+      registers: [registry],
+    }),
     settled: new Counter({
       name: 'tasklease_leases_settled_total',
       help: 'Leases revoked or expired',

@@ -7,6 +7,8 @@ import type { RedisTarget } from '../config/redis-target';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { createApp } from '../http/app';
+import { createHttpServer } from '../http/http-server';
+import { throttledWarning } from '../observability/throttled-log';
 import type { Logger } from '../observability/logger';
 import { createTokenInspector } from '../providers/jwt/inspect-token';
 import type { PrimaryWatch } from '../redis/primary-watch';
@@ -67,7 +69,11 @@ async function listen(shared: SharedContext, options: Parameters<typeof startApi
     metrics: context.metrics,
     logger,
   });
-  const server = app.listen(options.port, options.host);
+  const dropped = throttledWarning(logger, 'connection refused: the API holds http.maxConnections');
+  const server = createHttpServer(app, options.config.http, () => {
+    context.metrics.connectionsDropped.inc();
+    dropped({ maxConnections: options.config.http.maxConnections });
+  }).listen(options.port, options.host);
   await Promise.race([
     once(server, 'listening'),
     once(server, 'error').then(([error]) => {
@@ -75,7 +81,6 @@ async function listen(shared: SharedContext, options: Parameters<typeof startApi
       throw new StartupError(`cannot listen on ${options.host}:${options.port}: ${(error as Error).message}`);
     }),
   ]);
-  server.keepAliveTimeout = 65_000;
   const sealer = startSealer(context, shared.primary, options.config, options.signingKeys, logger);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;

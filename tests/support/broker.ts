@@ -81,6 +81,8 @@ export interface TestBrokerOptions {
   entitlements?: ConfigInput['entitlements'];
   /** The broker's clock (API and worker), for a test that moves time on instead of waiting. */
   nowMs?: () => number;
+  /** The API's HTTP server deadlines and connection cap (a test of slow clients sets short ones). */
+  http?: ConfigInput['http'];
   /** The Vault connection, for vault grants. */
   vault?: VaultSettings;
   /** Break-glass entries (config `breakGlass`). */
@@ -134,6 +136,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.audit ? { audit: options.audit } : {}),
     ...(options.approvals ? { approvals: options.approvals } : {}),
     ...(options.entitlements ? { entitlements: options.entitlements } : {}),
+    ...(options.http ? { http: options.http } : {}),
   };
   const configFile = path.join(dir, 'tasklease.json');
   writeFileSync(configFile, JSON.stringify(input));
