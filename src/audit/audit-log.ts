@@ -6,6 +6,7 @@ import { streamIdKey } from './stream-ids';
 export type AuditType =
   | 'task.declared'
   | 'task.denied'
+  | 'refusal.limited'
   | 'task.completed'
   | 'credential.issued'
   | 'credential.denied'

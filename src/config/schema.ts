@@ -299,6 +299,12 @@ export const configSchema = z
          * the limit holds across replicas; omitted, no limit.
          */
         requestsPerMinutePerIdentity: z.number().int().positive().max(1_000_000).optional(),
+        /**
+         * Refusals per minute per identity that are audited one by one (a forbidden admin call, a policy
+         * denial, a replayed token): beyond it one `refusal.limited` event, then 429 too_many_refusals,
+         * counted but not audited, until the minute is over.
+         */
+        refusalsPerMinutePerIdentity: z.number().int().positive().max(10_000).default(30),
         /** How long a settled lease and a finished task stay readable. */
         retentionSeconds: seconds(90 * 86400).default(7 * 86400),
       })

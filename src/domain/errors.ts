@@ -95,6 +95,11 @@ export const ERROR_CATALOGUE = {
     status: 429,
     summary: 'The identity sent more requests this minute than `broker.requestsPerMinutePerIdentity` allows.',
   },
+  too_many_refusals: {
+    status: 429,
+    summary:
+      'The identity was refused more than `broker.refusalsPerMinutePerIdentity` times this minute; until the minute is over (Retry-After), its refusals answer this.',
+  },
   lease_limit_reached: { status: 429, summary: 'The configured cap on active leases is reached.' },
   task_limit_reached: {
     status: 429,
@@ -135,8 +140,14 @@ export class BrokerError extends Error {
   readonly expose: boolean;
   /** Detail for the log only (never returned to a caller). */
   readonly detail?: string;
+  /** Sent as Retry-After (a 429 whose caller should wait). */
+  readonly retryAfterSeconds?: number;
 
-  constructor(code: ErrorCode, message: string, options: { detail?: string; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { detail?: string; cause?: unknown; retryAfterSeconds?: number } = {},
+  ) {
     super(message, { cause: options.cause });
     this.name = 'BrokerError';
     this.code = code;
@@ -144,6 +155,7 @@ export class BrokerError extends Error {
     this.expose =
       this.status < 500 || code === 'unavailable' || code === 'backend_refused' || code === 'not_replicated';
     this.detail = options.detail;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Express, Request, RequestHandler, Response } from 'express';
 import type { AuditEvent, AuditLog } from '../audit/audit-log';
+import type { RefusalAudit } from '../audit/refusal-audit';
 import type { Config } from '../config/schema';
 import { BrokerError } from '../domain/errors';
 import { isBreakGlassCaller, type AdminCaller } from '../domain/types';
@@ -10,6 +11,7 @@ import { isUnder, listRoutes } from './route-table';
 export interface AdminGateDeps {
   config: Pick<Config, 'admins'>;
   audit: Pick<AuditLog, 'append'>;
+  refusals: Pick<RefusalAudit, 'record'>;
   nowMs: () => number;
 }
 
@@ -47,11 +49,15 @@ function auditedInput(req: Request, bodyMembers: readonly string[]): Detail {
   return out;
 }
 
+/**
+ * An allowed call records what the admin asked for; a forbidden one only who, which route and permission,
+ * and the outcome: what a caller without the role sent is not the broker's to keep.
+ */
 function adminCallEvent(
   req: Request,
   caller: AdminCaller,
   call: { permission: AdminPermission; allowed: boolean; atMs: number; bodyMembers: readonly string[] },
-): AuditEvent {
+) {
   const breakGlass = isBreakGlassCaller(caller);
   return {
     type: 'admin.call',
@@ -67,9 +73,9 @@ function adminCallEvent(
       permission: call.permission,
       outcome: call.allowed ? 'allowed' : 'forbidden',
       breakGlass,
-      ...auditedInput(req, call.bodyMembers),
+      ...(call.allowed ? auditedInput(req, call.bodyMembers) : {}),
     },
-  };
+  } satisfies AuditEvent;
 }
 
 /** The handlers `requireAdmin` made: how `assertAdminRoutesGated` recognises a gated route. */
@@ -89,11 +95,11 @@ export function requireAdmin(
     const caller = callerOf(res);
     const allowed = adminPermissions(deps.config, caller).has(permission);
     const bodyMembers = options.auditBody ?? [];
-    await deps.audit.append(
-      adminCallEvent(req, caller, { permission, allowed, atMs: deps.nowMs(), bodyMembers }),
-    );
-    if (!allowed) throw new BrokerError('forbidden', `this call needs an admin role with "${permission}"`);
-    next();
+    const event = adminCallEvent(req, caller, { permission, allowed, atMs: deps.nowMs(), bodyMembers });
+    if (allowed) return void (await deps.audit.append(event), next());
+    // Within the caller's refusal budget: audited, then 403. Beyond it: 429, counted, not itemised.
+    await deps.refusals.record(event);
+    throw new BrokerError('forbidden', `this call needs an admin role with "${permission}"`);
   };
   gates.add(gate);
   return gate;

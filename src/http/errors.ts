@@ -75,6 +75,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, req, res, _next) => {
     const known = toBrokerError(error, logger, { method: req.method, path: req.path });
     if (res.headersSent) return;
+    if (known.retryAfterSeconds) res.set('Retry-After', String(known.retryAfterSeconds));
     res
       .status(known.status)
       .json({ error: known.code, message: known.expose ? known.message : 'internal error' });

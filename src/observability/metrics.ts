@@ -37,6 +37,12 @@ export function createMetrics(counts: {
       labelNames: ['issuer'] as const,
       registers: [registry],
     }),
+    refusalsUnaudited: new Counter({
+      name: 'tasklease_refusals_unaudited_total',
+      help: "Refusals beyond an identity's broker.refusalsPerMinutePerIdentity: answered 429, counted here, not audited one by one",
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
     quotaRefusals: new Counter({
       name: 'tasklease_quota_refusals_total',
       help: 'Calls refused by a quota (open tasks per identity, active leases per identity, per task, in total)',

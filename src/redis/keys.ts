@@ -21,6 +21,8 @@ export class RedisKeys {
    * removed at completion, pruned past expiry by the next create; expires with its latest task.
    */
   identityOpenTasks = (identityKey: string) => `${this.prefix}identity-open-tasks:${identityKey}`;
+  /** rate-limiter-flexible's count of one identity's audited refusals this minute (refusal-audit.ts). */
+  refusals = () => `${this.prefix}refusals`;
   /** rate-limiter-flexible's own keys, one per identity. */
   rateLimit = () => `${this.prefix}rate`;
   /** Unsettled leases (active, revoking, irrevocable), scored by when the sweeper must act on them. */

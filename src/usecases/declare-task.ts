@@ -14,7 +14,7 @@ export interface DeclareTaskInput {
 
 type Deps = Pick<
   BrokerDeps,
-  'config' | 'tasks' | 'policy' | 'audit' | 'signingKeys' | 'events' | 'nowMs' | 'newId'
+  'config' | 'tasks' | 'policy' | 'audit' | 'refusals' | 'signingKeys' | 'events' | 'nowMs' | 'newId'
 >;
 
 export async function declareTask(deps: Deps, identity: Identity, input: DeclareTaskInput) {
@@ -66,7 +66,7 @@ export function openTasksQuotaError(deps: Pick<Deps, 'config' | 'events'>): Brok
 
 /** The policy's `declareTask` decision for `task`; a denial is counted, audited and thrown. */
 export async function authorizeDeclaration(
-  deps: Pick<Deps, 'policy' | 'audit' | 'events'>,
+  deps: Pick<Deps, 'policy' | 'refusals' | 'events'>,
   identity: Identity,
   task: Task,
   ttlSeconds: number,
@@ -75,7 +75,7 @@ export async function authorizeDeclaration(
   const decision = deps.policy.evaluate(declareTaskRequest(identity, task, ttlSeconds, nowMs));
   if (decision.allowed) return decision.reason;
   deps.events.denied('declareTask', decision.reason, { issuer: identity.issuer, subject: identity.subject });
-  await deps.audit.append({
+  await deps.refusals.record({
     type: 'task.denied',
     atMs: nowMs,
     issuer: identity.issuer,

@@ -2,6 +2,7 @@ import type { Approval } from '../approvals/approval';
 import type { ApprovalStore } from '../approvals/approval-store';
 import type { ExchangeReplay } from '../identity/exchange-replay';
 import type { AuditLog } from '../audit/audit-log';
+import type { RefusalAudit } from '../audit/refusal-audit';
 import type { Config } from '../config/schema';
 import type { Lease } from '../domain/types';
 import type { EntitlementStore } from '../entitlements/entitlement-store';
@@ -54,6 +55,8 @@ export interface BrokerDeps extends SharedDeps {
   providers: ProviderRegistry;
   exchangeReplay: ExchangeReplay;
   signingKeys: SigningKeyRing;
+  /** Refusals audited within each identity's budget; beyond it, 429 too_many_refusals. */
+  refusals: RefusalAudit;
 }
 
 /** The worker's: it revokes and settles, so it holds revokers only, no policy engine and no signing keys. */

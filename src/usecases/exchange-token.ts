@@ -47,7 +47,7 @@ export async function exchangeToken(deps: Deps, identity: Identity, input: Excha
       subject: identity.subject,
       grant: input.grant,
     });
-    await deps.audit.append({
+    await deps.refusals.record({
       type: 'credential.denied',
       atMs: nowMs,
       issuer: identity.issuer,

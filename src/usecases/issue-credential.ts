@@ -33,6 +33,7 @@ export type IssueDeps = Pick<
   | 'policy'
   | 'providers'
   | 'audit'
+  | 'refusals'
   | 'approvals'
   | 'entitlements'
   | 'events'
@@ -160,7 +161,7 @@ async function deny(
   const { identity, input, nowMs } = request;
   const who = whoOf(request);
   deps.events.denied('issue', reason, { ...who, grant: input.grant });
-  await deps.audit.append({
+  await deps.refusals.record({
     type: 'credential.denied',
     atMs: nowMs,
     ...who,

@@ -1,3 +1,4 @@
+import { createRefusalAudit } from '../audit/refusal-audit';
 import { BREAK_GLASS_ISSUER } from '../domain/types';
 import type { Config } from '../config/schema';
 import { createBreakGlassVerifier, type VerifyBreakGlass } from '../identity/break-glass';
@@ -83,6 +84,13 @@ export function createApiContext(shared: SharedContext, signingKeys: SigningKeyR
       providers,
       exchangeReplay: createExchangeReplay(redis, keys),
       signingKeys,
+      refusals: createRefusalAudit({
+        redis,
+        keys,
+        audit: shared.deps.audit,
+        perMinute: config.broker.refusalsPerMinutePerIdentity,
+        onUnaudited: (type) => metrics.refusalsUnaudited.inc({ type }),
+      }),
     },
     keys,
     redis,

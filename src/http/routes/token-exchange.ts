@@ -102,6 +102,7 @@ function exchangeError(logger: Logger) {
     if (error.status < 500 && error.detail)
       logger.info({ code, detail: error.detail }, 'token exchange refused');
     res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
+    if (error.retryAfterSeconds) res.set('Retry-After', String(error.retryAfterSeconds));
     res
       .status(status)
       .json({ error: code, error_description: error.expose ? error.message : 'internal error' });
