@@ -1,193 +1,14 @@
-import { open, readFile, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { decodeJwt } from 'jose';
-import { GENESIS_CHAIN, type SealPayload } from './audit-chain';
-import { eventLine, headerLine, sealLine } from './audit-lines';
+import type { SealPayload } from './audit-chain';
+import { lockFile, openSinkFile, type Written } from './audit-file-open';
+import type { ChainHead } from './audit-file-read';
+import { checkRestore, type DetectedRestore } from './audit-file-restore';
+import { eventLine, restoreLine, sealLine, type ChainPoint } from './audit-lines';
 import type { AuditLog, StoredSeal } from './audit-log';
+import { compareStreamIds } from './stream-ids';
 
-/**
- * A seal line, searched for as raw bytes. Offsets are never computed from decoded text: a chunk that starts
- * inside a multi-byte character decodes to replacement characters of another length. Event JSON escapes
- * newlines, so a raw '\n' only ever ends a line (and no UTF-8 continuation byte is 0x0a).
- */
-const SEAL_MARKER = Buffer.from('\n{"type":"seal"');
-const CHUNK_BYTES = 1 << 20;
-const HEADER_MAX_BYTES = 64 * 1024;
 const SEALS_PER_PAGE = 20;
-
-/** Where the chain stands after the file's last seal: that seal's last sequence number and chain hash. */
-interface ChainHead {
-  lastSeq: number;
-  hash: string;
-}
-const genesis: ChainHead = { lastSeq: 0, hash: GENESIS_CHAIN };
-/** What the file holds, fdatasync'd: its size, its last seal's id and the chain head that seal leaves. */
-interface Written {
-  sizeBytes: number;
-  sealId: string | undefined;
-  head: ChainHead;
-}
-
-/** The line starting at `offset`, without its '\n'; null when the file (or `maxBytes`) ends first. */
-async function readLine(file: FileHandle, offset: number, size: number, maxBytes = Infinity) {
-  const parts: Buffer[] = [];
-  for (let at = offset; at < size && at - offset < maxBytes;) {
-    const buffer = Buffer.alloc(Math.min(CHUNK_BYTES, size - at));
-    const { bytesRead } = await file.read(buffer, 0, buffer.length, at);
-    if (bytesRead === 0) break;
-    const chunk = buffer.subarray(0, bytesRead);
-    const newline = chunk.indexOf(0x0a);
-    if (newline >= 0) return Buffer.concat([...parts, chunk.subarray(0, newline)]);
-    parts.push(chunk);
-    at += bytesRead;
-  }
-  return null;
-}
-
-function parseSealLine(line: Buffer): { sealId: string; head: ChainHead } | null {
-  try {
-    const value = JSON.parse(line.toString('utf8')) as { type?: unknown; id?: unknown; seal?: unknown };
-    if (value.type !== 'seal' || typeof value.id !== 'string' || typeof value.seal !== 'string') return null;
-    const { lastSeq, hash } = decodeJwt(value.seal) as Partial<SealPayload>;
-    if (typeof lastSeq !== 'number' || !Number.isSafeInteger(lastSeq) || typeof hash !== 'string')
-      return null;
-    return { sealId: value.id, head: { lastSeq, hash } };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The file's last complete seal line that parses: where it ends, its id, the chain head. A write cut short
- * leaves lines (or part of one) after it; a damaged seal line is passed over like them.
- */
-async function lastSeal(file: FileHandle, size: number) {
-  let upTo = size; // a marker must end at or before this offset
-  while (upTo >= SEAL_MARKER.length) {
-    const start = Math.max(0, upTo - CHUNK_BYTES);
-    const buffer = Buffer.alloc(upTo - start);
-    await file.read(buffer, 0, buffer.length, start);
-    const index = buffer.lastIndexOf(SEAL_MARKER);
-    if (index < 0) {
-      if (start === 0) return null;
-      upTo = start + SEAL_MARKER.length - 1; // a marker across the chunk boundary is found in the next chunk
-      continue;
-    }
-    const lineStart = start + index + 1;
-    const line = await readLine(file, lineStart, size);
-    const seal = line && parseSealLine(line);
-    if (line && seal) return { endOffset: lineStart + line.length + 1, ...seal };
-    upTo = start + index + SEAL_MARKER.length - 1;
-  }
-  return null;
-}
-
-/**
- * Fails closed: the sink cuts off what follows its last seal, so it only ever writes to a file it started —
- * never to a foreign file, an export of some events, or another broker's copy. Returns where the header ends.
- */
-async function checkHeader(file: FileHandle, path: string, size: number, brokerIssuer: string) {
-  const line = await readLine(file, 0, size, HEADER_MAX_BYTES);
-  let value: unknown = null;
-  try {
-    value = line ? JSON.parse(line.toString('utf8')) : null;
-  } catch {
-    // not JSON: refused below
-  }
-  const header = (typeof value === 'object' && value ? value : {}) as Record<string, unknown>;
-  const problem = !line
-    ? 'it has no complete first line'
-    : header.type !== 'header' || header.format !== 'tasklease-audit'
-      ? 'its first line is not a tasklease audit header'
-      : header.filter !== undefined
-        ? 'it is an export of some events (its header has a filter)'
-        : header.broker !== brokerIssuer
-          ? `its header names broker ${JSON.stringify(header.broker)}, not ${JSON.stringify(brokerIssuer)}`
-          : null;
-  if (!line || problem)
-    throw new Error(
-      `audit file ${path} is not this broker's audit file (${problem}); the file sink writes only to a new file or one it started: move it away or set audit.file to another path`,
-    );
-  return line.length + 1;
-}
-
-/** Copies bytes [from, size) to `<path>.torn-<time>` before they are cut off: nothing is deleted unseen. */
-async function saveTornTail(file: FileHandle, path: string, from: number, size: number, nowMs: number) {
-  const tornPath = `${path}.torn-${new Date(nowMs).toISOString().replace(/[:.]/g, '-')}`;
-  const out = await open(tornPath, 'wx', 0o640);
-  try {
-    for (let at = from; at < size; at += CHUNK_BYTES) {
-      const buffer = Buffer.alloc(Math.min(CHUNK_BYTES, size - at));
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, at);
-      await out.write(buffer, 0, bytesRead);
-    }
-    await out.datasync();
-  } finally {
-    await out.close();
-  }
-  return tornPath;
-}
-
-async function openSinkFile(
-  deps: { path: string; brokerIssuer: string; nowMs: () => number },
-  warn: (message: string) => void,
-) {
-  const file = await open(deps.path, 'a+', 0o640);
-  try {
-    const { size } = await file.stat();
-    if (size === 0) {
-      const createdAt = new Date(deps.nowMs()).toISOString();
-      const header = Buffer.from(`${headerLine({ broker: deps.brokerIssuer, createdAt })}\n`);
-      await file.appendFile(header);
-      await file.datasync();
-      const written: Written = { sizeBytes: header.length, sealId: undefined, head: genesis };
-      return { file, written };
-    }
-    const headerEnd = await checkHeader(file, deps.path, size, deps.brokerIssuer);
-    const seal = await lastSeal(file, size);
-    const endOffset = seal?.endOffset ?? headerEnd;
-    if (size > endOffset) {
-      const tornPath = await saveTornTail(file, deps.path, endOffset, size, deps.nowMs());
-      await file.truncate(endOffset);
-      warn(
-        `audit file ${deps.path}: ${size - endOffset} bytes after its last complete seal (a write cut short) were moved to ${tornPath}; those seals are written again whole`,
-      );
-    }
-    const written: Written = { sizeBytes: endOffset, sealId: seal?.sealId, head: seal?.head ?? genesis };
-    return { file, written };
-  } catch (error) {
-    await file.close();
-    throw error;
-  }
-}
-
-const isRunning = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
-
-/**
- * One writer per file: two processes appending the same batches would interleave them. `<file>.lock` holds
- * the writer's pid; a lock whose process is gone (a crash) is taken over. It only guards processes on one
- * host (one container) that share this filesystem view: a pid means nothing elsewhere, so two hosts or
- * containers writing one file over a shared volume are not kept apart — give each its own file.
- */
-async function lockFile(path: string): Promise<() => Promise<void>> {
-  const lockPath = `${path}.lock`;
-  try {
-    await writeFile(lockPath, String(process.pid), { flag: 'wx' });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    const holder = Number(await readFile(lockPath, 'utf8').catch(() => ''));
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isRunning(holder))
-      throw new Error(`audit file ${path} is being written by process ${holder} (${lockPath})`);
-    await writeFile(lockPath, String(process.pid));
-  }
-  return () => unlink(lockPath).catch(() => undefined);
-}
 
 const decodeSeal = (seal: StoredSeal): SealPayload | null => {
   try {
@@ -197,21 +18,45 @@ const decodeSeal = (seal: StoredSeal): SealPayload | null => {
   }
 };
 
-interface SinkDeps {
+export interface SinkDeps {
   path: string;
-  audit: Pick<AuditLog, 'seals' | 'entriesBetween'>;
+  audit: Pick<AuditLog, 'seals' | 'entriesBetween' | 'entries' | 'newestSeal' | 'sealAtOrBefore'>;
   brokerIssuer: string;
+  /** This deployment's log (the Redis prefix), which every seal names. */
+  log: string;
   intervalMs: number;
   nowMs: () => number;
   onError: (error: unknown) => void;
   onWarning?: (message: string) => void;
+  /**
+   * Redis came back from an older snapshot: the file is ahead. Runs before the file records the restore
+   * (recovering the leases it shows); when it throws, the restore is found and handled again next tick.
+   */
+  onRestore?: (restore: DetectedRestore) => Promise<void>;
+  /** The file now durably holds the chain up to `head` (after each fdatasync). */
+  onWritten?: (head: ChainPoint) => void;
 }
 /** Between ticks: what the file holds, and whether a seal that does not follow on has stopped the sink. */
 interface SinkState {
   file: FileHandle;
   written: Written;
+  headerEnd: number;
   halted: boolean;
   countReported: boolean;
+}
+
+const follows = (payload: SealPayload, head: ChainHead) =>
+  payload.firstSeq === head.lastSeq + 1 && payload.prevHash === head.hash;
+
+/**
+ * A new file on a log the retention has trimmed starts at the trim's anchor: the oldest seal in Redis, whose
+ * events (and every one before) are gone. The file then holds what Redis still does, from that seal on.
+ */
+async function isTrimAnchor(deps: SinkDeps, written: Written, seal: StoredSeal) {
+  if (written.sealId !== undefined || written.head.lastSeq !== 0) return false;
+  const [oldestSeal] = await deps.audit.seals(undefined, 1);
+  const [oldestEvent] = await deps.audit.entries(undefined, 1);
+  return oldestSeal?.id === seal.id && (!oldestEvent || compareStreamIds(oldestEvent.id, seal.id) > 0);
 }
 
 /**
@@ -228,12 +73,13 @@ async function writePage(state: SinkState, deps: SinkDeps, seals: readonly Store
   try {
     for (const seal of seals) {
       const payload = decodeSeal(seal);
-      if (!payload || payload.firstSeq !== cursor.head.lastSeq + 1 || payload.prevHash !== cursor.head.hash) {
+      const anchor = payload && !follows(payload, cursor.head) && (await isTrimAnchor(deps, cursor, seal));
+      if (!payload || (!anchor && !follows(payload, cursor.head))) {
         broken = true;
         break;
       }
-      const entries = await deps.audit.entriesBetween(payload.firstId, seal.id);
-      const expected = payload.lastSeq - payload.firstSeq + 1;
+      const entries = anchor ? [] : await deps.audit.entriesBetween(payload.firstId, seal.id);
+      const expected = anchor ? 0 : payload.lastSeq - payload.firstSeq + 1;
       if (entries.length !== expected && !state.countReported) {
         state.countReported = true; // verify flags it event by event; one report is the alarm
         deps.onError(
@@ -244,7 +90,7 @@ async function writePage(state: SinkState, deps: SinkDeps, seals: readonly Store
       }
       const batch = Buffer.from(`${[...entries.map(eventLine), sealLine(seal)].join('\n')}\n`);
       await file.appendFile(batch);
-      const head = { lastSeq: payload.lastSeq, hash: payload.hash };
+      const head = { lastSeq: payload.lastSeq, hash: payload.hash, log: payload.log };
       cursor = { sizeBytes: cursor.sizeBytes + batch.length, sealId: seal.id, head };
       count++;
     }
@@ -254,7 +100,61 @@ async function writePage(state: SinkState, deps: SinkDeps, seals: readonly Store
     throw error;
   }
   state.written = cursor;
+  if (count > 0) deps.onWritten?.(pointOf(cursor));
   return { count, broken };
+}
+
+const pointOf = (written: Written): ChainPoint => ({
+  seq: written.head.lastSeq,
+  id: written.sealId ?? '',
+  hash: written.head.hash,
+});
+
+/** Redis's newest seal is older than the file's last: Redis lost seals the file holds. */
+async function redisIsBehind(state: SinkState, deps: SinkDeps): Promise<boolean> {
+  if (state.written.sealId === undefined) return false;
+  const newest = await deps.audit.newestSeal();
+  return !newest || compareStreamIds(newest.id, state.written.sealId) < 0;
+}
+
+/**
+ * Redis's chain stops short of the file's, or carries on from an earlier seal of it. A restore from an
+ * older snapshot (checkRestore decides) is handed to `onRestore`, then recorded with a restore line, and the
+ * file carries on from where Redis does; anything else is a rewrite. Resolves to whether it was a restore.
+ */
+async function handleGap(state: SinkState, deps: SinkDeps): Promise<boolean> {
+  const check = await checkRestore(
+    { file: state.file, path: deps.path, headerEnd: state.headerEnd, written: state.written },
+    deps,
+  );
+  if (check.kind === 'rewritten') {
+    state.halted = true;
+    deps.onError(
+      new AuditSinkStoppedError(
+        `audit seals in Redis no longer follow the file's last seal (seq ${state.written.head.lastSeq}): the log in Redis was rewritten or re-sealed (${check.why}); the file sink has stopped`,
+      ),
+    );
+    return false;
+  }
+  const { restore, resumeAt } = check;
+  await deps.onRestore?.(restore);
+  const mark = restoreLine({
+    redisHead: restore.redisHead,
+    fileHead: restore.fileHead,
+    eventsBeyond: restore.eventsBeyond,
+    detectedAt: new Date(deps.nowMs()).toISOString(),
+  });
+  const line = Buffer.from(`${mark}\n`);
+  try {
+    await state.file.truncate(state.written.sizeBytes);
+    await state.file.appendFile(line);
+    await state.file.datasync();
+  } catch (error) {
+    await state.file.truncate(state.written.sizeBytes).catch(() => undefined);
+    throw error;
+  }
+  state.written = { sizeBytes: state.written.sizeBytes + line.length, ...resumeAt };
+  return true;
 }
 
 async function catchUp(state: SinkState, deps: SinkDeps): Promise<number> {
@@ -263,14 +163,8 @@ async function catchUp(state: SinkState, deps: SinkDeps): Promise<number> {
     const seals = await deps.audit.seals(state.written.sealId, SEALS_PER_PAGE);
     const page = await writePage(state, deps, seals);
     count += page.count;
-    if (page.broken) {
-      state.halted = true;
-      deps.onError(
-        new AuditSinkStoppedError(
-          `audit seals in Redis no longer follow the file's last seal (seq ${state.written.head.lastSeq}): the log in Redis was rewritten or re-sealed; the file sink has stopped`,
-        ),
-      );
-    }
+    const gap = page.broken || (seals.length === 0 && (await redisIsBehind(state, deps)));
+    if (gap && (await handleGap(state, deps))) continue;
     if (seals.length < SEALS_PER_PAGE) break;
   }
   return count;
@@ -289,8 +183,11 @@ export interface AuditFileSink {
  * A JSONL copy of the sealed audit log in a local file: an append-only record outside Redis, verifiable on
  * its own with `tasklease audit verify --file`. It follows the seals (never the unsealed tail), so every
  * process that has it writes the same complete file, whichever replica sealed; it resumes after its own
- * last seal line. Each new seal must continue the file's chain; one that does not (the log in Redis was
- * rewritten or re-sealed) stops the sink for good, reported through `onError`: a live tamper alarm.
+ * last seal line. Each new seal must continue the file's chain. When Redis came back from an older snapshot
+ * (its chain stops short of the file's, or goes on from an earlier seal of it), the file keeps what it has,
+ * records the restore and carries on from where Redis does (`onRestore` hears of it first). Any other seal
+ * that does not carry on (the log in Redis was rewritten or re-sealed) stops the sink for good, reported
+ * through `onError`: a live tamper alarm.
  * `onWarning` hears of a torn tail saved aside at start (default: reported through `onError`).
  */
 export async function startAuditFileSink(deps: SinkDeps): Promise<AuditFileSink> {
@@ -301,6 +198,8 @@ export async function startAuditFileSink(deps: SinkDeps): Promise<AuditFileSink>
     throw error;
   });
   const state: SinkState = { ...opened, halted: false, countReported: false };
+  // What the file held already, as fdatasync'd before: the retention hears of it before the first write.
+  if (state.written.sealId !== undefined) deps.onWritten?.(pointOf(state.written));
 
   let stopped = false;
   let running: Promise<unknown> = Promise.resolve();

@@ -25,6 +25,61 @@ export const eventLine = (entry: RawAuditEntry): string =>
 export const sealLine = (seal: StoredSeal): string =>
   JSON.stringify({ type: 'seal', id: seal.id, seal: seal.jws });
 
+/** A point on the chain: a seal's last sequence number, its id and the chain hash there (seq 0: genesis). */
+export interface ChainPoint {
+  seq: number;
+  id: string;
+  hash: string;
+}
+
+/**
+ * Written by the file sink when Redis came back from an older snapshot: the file had gone on to `fileHead`,
+ * Redis's chain now carries on from `redisHead` (a seal earlier in the file, or genesis). The seals after
+ * this line follow `redisHead`; the events between the two heads stay in the file, sealed as they were.
+ */
+export interface RestoreMark {
+  redisHead: ChainPoint;
+  fileHead: ChainPoint;
+  /** Events the file held beyond `redisHead` when the restore was found. */
+  eventsBeyond: number;
+  detectedAt: string;
+}
+
+export const restoreLine = (mark: RestoreMark): string => JSON.stringify({ type: 'restore', ...mark });
+
+const isChainPoint = (value: unknown): value is ChainPoint => {
+  const point = value as Partial<ChainPoint> | null;
+  return (
+    typeof point === 'object' &&
+    point !== null &&
+    Number.isSafeInteger(point.seq) &&
+    typeof point.id === 'string' &&
+    typeof point.hash === 'string'
+  );
+};
+
+/** A restore line as the sink writes it, or null. */
+export function parseRestoreLine(line: string): RestoreMark | null {
+  let value: Partial<RestoreMark> & { type?: unknown };
+  try {
+    value = JSON.parse(line) as typeof value;
+  } catch {
+    return null;
+  }
+  if (value?.type !== 'restore' || !isChainPoint(value.redisHead) || !isChainPoint(value.fileHead))
+    return null;
+  if (!Number.isSafeInteger(value.eventsBeyond) || typeof value.detectedAt !== 'string') return null;
+  const point = ({ seq, id, hash }: ChainPoint): ChainPoint => ({ seq, id, hash });
+  const mark: RestoreMark = {
+    redisHead: point(value.redisHead),
+    fileHead: point(value.fileHead),
+    eventsBeyond: value.eventsBeyond as number,
+    detectedAt: value.detectedAt,
+  };
+  // Byte for byte as written: a hand-edited line is not taken for the sink's.
+  return restoreLine(mark) === line ? mark : null;
+}
+
 /** Events and seals interleaved in stream order, each seal after the events it covers. */
 export function auditLines(entries: readonly RawAuditEntry[], seals: readonly StoredSeal[]): string[] {
   const lines: string[] = [];
@@ -38,10 +93,17 @@ export function auditLines(entries: readonly RawAuditEntry[], seals: readonly St
   return lines;
 }
 
+/** A restore line where it stood: after this many events and seals of the file. */
+export interface PlacedRestore extends RestoreMark {
+  entriesBefore: number;
+  sealsBefore: number;
+}
+
 export interface ParsedAuditFile {
   header: AuditHeader | null;
   entries: RawAuditEntry[];
   seals: StoredSeal[];
+  restores: PlacedRestore[];
 }
 
 /**
@@ -50,7 +112,7 @@ export interface ParsedAuditFile {
  * would verify while a reader (or grep) sees the other value.
  */
 export function parseAuditLines(text: string): ParsedAuditFile {
-  const out: ParsedAuditFile = { header: null, entries: [], seals: [] };
+  const out: ParsedAuditFile = { header: null, entries: [], seals: [], restores: [] };
   text.split('\n').forEach((line, index) => {
     if (line.trim() === '') return;
     let value: { type?: string; id?: unknown; event?: unknown; seal?: unknown } | null;
@@ -67,7 +129,11 @@ export function parseAuditLines(text: string): ParsedAuditFile {
       out.entries.push(entry);
     } else if (value?.type === 'seal' && typeof value.id === 'string' && typeof value.seal === 'string')
       out.seals.push({ id: value.id, jws: value.seal });
-    else throw new Error(`line ${index + 1} is not an audit header, event or seal`);
+    else if (value?.type === 'restore') {
+      const mark = parseRestoreLine(line);
+      if (!mark) throw new Error(`line ${index + 1} is not a restore line as the audit file sink writes it`);
+      out.restores.push({ ...mark, entriesBefore: out.entries.length, sealsBefore: out.seals.length });
+    } else throw new Error(`line ${index + 1} is not an audit header, event, seal or restore line`);
   });
   return out;
 }

@@ -16,6 +16,7 @@ export type AuditType =
   | 'lease.revoke_failed'
   | 'lease.irrevocable'
   | 'lease.force_closed'
+  | 'lease.restored'
   | 'admin.call'
   | 'approval.requested'
   | 'approval.approved'
@@ -24,7 +25,9 @@ export type AuditType =
   | 'approval.refused'
   | 'enrolment.revoked'
   | 'entitlement.revoked'
-  | 'entitlement.recertified';
+  | 'entitlement.recertified'
+  | 'audit.restored'
+  | 'audit.trimmed';
 
 /** One audit event. Identifiers and hashes only: never a token, a credential or a key. */
 export interface AuditEvent {
@@ -142,6 +145,11 @@ export function createAuditLog(redis: RedisClient, keys: RedisKeys, durable: Dur
 
     async newestSeal(): Promise<StoredSeal | null> {
       return toSeals(await redis.xrevrange(keys.auditSeals(), '+', '-', 'COUNT', 1))[0] ?? null;
+    },
+
+    /** The newest seal stored at or before `id` (the last seal covering nothing after it). */
+    async sealAtOrBefore(id: string): Promise<StoredSeal | null> {
+      return toSeals(await redis.xrevrange(keys.auditSeals(), id, '-', 'COUNT', 1))[0] ?? null;
     },
 
     /**

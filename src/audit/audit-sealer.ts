@@ -22,7 +22,10 @@ const GENESIS: Head = { id: '', lastSeq: 0, hash: GENESIS_CHAIN };
 /** The seals in Redis are not a continuation of what this process saw: someone rewrote the log. */
 export class AuditTamperError extends Error {}
 
-/** Seals this process saw that a failover took away: the promoted replica never got them. */
+/**
+ * Seals this process saw that a primary change took away: the promoted replica never got them, or Redis
+ * came back from an older snapshot.
+ */
 export interface FailoverLoss {
   /** The newest seal this process saw that the new primary holds (where its log now carries on from). */
   kept: { seq: number; id: string };
@@ -61,7 +64,8 @@ export function startAuditSealer(deps: {
   primary: { last(): string; current(): Promise<string> };
   /**
    * The primary changed and the new one lacks this process's newest seals (a replica that was not promoted
-   * had confirmed them, or none had): reported, and sealing carries on from the newest seal it still holds.
+   * had confirmed them, or none had; or Redis was restored from an older snapshot): reported, and sealing
+   * carries on from the newest seal it still holds.
    */
   onFailoverLoss: (loss: FailoverLoss) => void;
   /** Each new seal: its last event's sequence number and the chain hash there, for the log outside Redis. */
@@ -95,9 +99,12 @@ export function startAuditSealer(deps: {
    * broker's, or does not carry on from what this process saw: otherwise whoever can write to Redis could
    * delete the seals, edit the events, and have the broker sign the edited history. One exception: the
    * primary changed since the newest seal seen, and the new primary's log carries on from a seal this
-   * process saw before it. A failover does that (the promoted replica never got the last seals, even where
-   * a replica that was not promoted confirmed them), so it is reported as a loss and sealing continues. A
-   * log cut back on the same primary, or one that carries on from no seal seen, still halts it.
+   * process saw before it, or ends at a genuine seal older than the newest seen. A failover does that (the
+   * promoted replica never got the last seals, even where a replica that was not promoted confirmed them),
+   * and so does a Redis restarted from an older snapshot (a new replication id): it is reported as a loss
+   * and sealing continues (the worker's audit file, when there is one, checks the events and recovers the
+   * leases: audit-file-restore.ts). A log cut back on the same primary, a log gone altogether, or a newest
+   * seal at or past the newest seen that does not carry on from it, still halts it.
    */
   async function checkedHead(newest: StoredSeal | null): Promise<Head> {
     let head = GENESIS;
@@ -110,7 +117,8 @@ export function startAuditSealer(deps: {
       head = { id: newest.id, lastSeq: payload.lastSeq, hash: payload.hash };
     }
     if (!known || (await carriesOn(known, head))) return head;
-    const kept = known.primary !== (await deps.primary.current()) ? await keptAfterFailover(head) : null;
+    const kept =
+      known.primary !== (await deps.primary.current()) ? await keptAfterPrimaryChange(known, head) : null;
     if (kept) {
       deps.onFailoverLoss({
         kept: { seq: kept.lastSeq, id: kept.id },
@@ -127,13 +135,17 @@ export function startAuditSealer(deps: {
     );
   }
 
-  /** The newest remembered seal the new primary's log carries on from (newest first; most fail at once). */
-  async function keptAfterFailover(head: Head): Promise<Head | null> {
+  /**
+   * Where the new primary's log carries on from: the newest remembered seal it carries on from (newest
+   * first; most fail at once); or, when it is older than all of them (a Redis restored from an older
+   * snapshot), its newest seal itself, a genuine seal of this log (checked) from before the newest seen.
+   */
+  async function keptAfterPrimaryChange(seen: Head, head: Head): Promise<Head | null> {
     for (let at = remembered.length - 1; at >= 0; at--) {
-      const seen = remembered[at] as Head;
-      if (await carriesOn(seen, head)) return seen;
+      const candidate = remembered[at] as Head;
+      if (await carriesOn(candidate, head)) return candidate;
     }
-    return null;
+    return head.id !== '' && head.lastSeq < seen.lastSeq ? head : null;
   }
 
   function see(head: Head, primary: string) {

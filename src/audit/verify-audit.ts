@@ -1,26 +1,13 @@
-import { createLocalJWKSet, type JSONWebKeySet } from 'jose';
-import { eventDigest, follows, GENESIS_CHAIN, nextChain, verifySeal, type SealPayload } from './audit-chain';
+import type { JSONWebKeySet } from 'jose';
+import { eventDigest, nextChain } from './audit-chain';
+import type { RestoreNotice, TrimNotice } from './audit-gaps';
+import type { PlacedRestore } from './audit-lines';
 import type { RawAuditEntry, StoredSeal } from './audit-log';
+import type { AuditProblem } from './audit-problems';
+import { checkSealOrder, restoreNotices, segmentsOf, type CheckedSeal } from './verify-seal-order';
 import { streamIdKey } from './stream-ids';
 
-export type AuditProblemKind =
-  | 'bad-seal'
-  | 'seal-gap'
-  | 'truncated-start'
-  | 'truncated-end'
-  | 'changed'
-  | 'removed'
-  | 'reordered'
-  | 'unsealed'
-  | 'foreign'
-  | 'malformed';
-
-export interface AuditProblem {
-  kind: AuditProblemKind;
-  message: string;
-  /** Event ids (or a seal's id) concerned, when known. */
-  ids?: string[];
-}
+export type { AuditProblem, AuditProblemKind } from './audit-problems';
 
 export interface AuditVerification {
   ok: boolean;
@@ -33,6 +20,10 @@ export interface AuditVerification {
   unsealed: number;
   head: { seq: number; id: string; hash: string; sealedAt: string } | null;
   problems: AuditProblem[];
+  /** Times Redis came back from an older snapshot behind the audit file (not a problem: said, with both heads). */
+  restores: RestoreNotice[];
+  /** The retention trimmed the start of the log: the first seal is its anchor (not a problem). */
+  trimmed: TrimNotice | null;
 }
 
 export interface VerifyAuditInput {
@@ -49,62 +40,8 @@ export interface VerifyAuditInput {
   expectHead?: { seq: number; hash: string };
   /** partial: what the export claims to hold; an event outside it is reported. */
   filter?: Record<string, string>;
-}
-
-interface CheckedSeal {
-  id: string;
-  key: string;
-  payload: SealPayload;
-  digests: string[];
-}
-
-/** Signature, type, shape and log of every seal; a seal that fails is reported and left out. */
-async function checkSeals(seals: readonly StoredSeal[], jwks: JSONWebKeySet, problems: AuditProblem[]) {
-  const keySet = createLocalJWKSet(jwks);
-  const out: CheckedSeal[] = [];
-  for (const seal of seals) {
-    try {
-      const { payload, digests } = await verifySeal(seal, keySet);
-      out.push({ id: seal.id, key: streamIdKey(seal.id), payload, digests });
-    } catch (error) {
-      problems.push({
-        kind: 'bad-seal',
-        message: `seal ${seal.id} does not verify: ${(error as Error).message}`,
-        ids: [seal.id],
-      });
-    }
-  }
-  out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  // Deployments sharing signing keys: a seal of another log is not evidence for this one.
-  const log = out[out.length - 1]?.payload.log;
-  return out.filter((seal) => {
-    if (seal.payload.log === log) return true;
-    problems.push({
-      kind: 'bad-seal',
-      message: `seal ${seal.id} belongs to log "${seal.payload.log}", not "${log}"`,
-      ids: [seal.id],
-    });
-    return false;
-  });
-}
-
-/** Seals must follow each other from the first event ever sealed: no gap, each chained to the previous. */
-function checkSealOrder(seals: readonly CheckedSeal[], problems: AuditProblem[]) {
-  const first = seals[0];
-  if (first && !follows(first.payload, { lastSeq: 0, hash: GENESIS_CHAIN }))
-    problems.push({
-      kind: 'truncated-start',
-      message: `the log starts at event ${first.payload.firstSeq}, not at the first event ever sealed`,
-    });
-  seals.forEach((seal, index) => {
-    const previous = seals[index - 1];
-    if (previous && !follows(seal.payload, previous.payload))
-      problems.push({
-        kind: 'seal-gap',
-        message: `seals are missing or out of order between events ${previous.payload.lastSeq} and ${seal.payload.firstSeq} (seal ${seal.id} does not follow seal ${previous.id})`,
-        ids: [previous.id, seal.id],
-      });
-  });
+  /** A file's restore lines (parseAuditLines): after each, the chain goes on from an earlier seal. */
+  restores?: readonly PlacedRestore[];
 }
 
 /** Groups events under the seal covering them (the first whose last id is not before theirs). */
@@ -216,18 +153,26 @@ function checkEntryOrder(entries: readonly RawAuditEntry[], problems: AuditProbl
     });
 }
 
-/** The chain must pass through a head noted earlier: else the log was cut back or rewritten since. */
+/**
+ * The chain must pass through a head noted earlier: else the log was cut back or rewritten since. After a
+ * restore a file holds two runs over the same sequence numbers: passing through either will do.
+ */
 function checkExpectedHead(seals: readonly CheckedSeal[], expect: { seq: number; hash: string }) {
-  const seal = seals.find((candidate) => candidate.payload.lastSeq >= expect.seq);
-  if (!seal || seal.payload.firstSeq > expect.seq)
+  const covering = seals.filter(
+    (seal) => seal.payload.firstSeq <= expect.seq && seal.payload.lastSeq >= expect.seq,
+  );
+  if (covering.length === 0)
     return {
       kind: 'truncated-end' as const,
       message: `no seal covers event ${expect.seq}, noted earlier: the newest events were removed with their seals`,
     };
-  let hash = seal.payload.prevHash;
-  for (const digest of seal.digests.slice(0, expect.seq - seal.payload.firstSeq + 1))
-    hash = nextChain(hash, Buffer.from(digest, 'hex'));
-  return hash === expect.hash
+  const passes = covering.some((seal) => {
+    let hash = seal.payload.prevHash;
+    for (const digest of seal.digests.slice(0, expect.seq - seal.payload.firstSeq + 1))
+      hash = nextChain(hash, Buffer.from(digest, 'hex'));
+    return hash === expect.hash;
+  });
+  return passes
     ? null
     : {
         kind: 'truncated-end' as const,
@@ -300,15 +245,22 @@ function checkUnsealed(unsealed: readonly RawAuditEntry[], input: VerifyAuditInp
  */
 export async function verifyAudit(input: VerifyAuditInput): Promise<AuditVerification> {
   const problems: AuditProblem[] = [];
-  const seals = await checkSeals(input.seals, input.jwks, problems);
-  if (input.mode === 'full') checkSealOrder(seals, problems);
-  checkEntryOrder(input.entries, problems);
-  const { groups, unsealed } = groupBySeal(input.entries, seals);
+  const segments = await segmentsOf(input, problems);
+  const trimmed = input.mode === 'full' ? checkSealOrder(segments, problems) : null;
   let verifiedEvents = 0;
-  if (input.mode === 'partial') verifiedEvents = checkPartial(groups, input, problems);
-  else for (const [seal, group] of groups) verifiedEvents += checkGroup(seal, group, problems);
+  const unsealed: RawAuditEntry[] = [];
+  for (const segment of segments) {
+    checkEntryOrder(segment.entries, problems);
+    const grouped = groupBySeal(segment.entries, segment.seals);
+    unsealed.push(...grouped.unsealed);
+    if (input.mode === 'partial') verifiedEvents += checkPartial(grouped.groups, input, problems);
+    else
+      for (const [seal, group] of grouped.groups)
+        if (seal.id !== trimmed?.anchor.id) verifiedEvents += checkGroup(seal, group, problems);
+  }
   const unsealedProblem = checkUnsealed(unsealed, input);
   if (unsealedProblem) problems.push(unsealedProblem);
+  const seals = segments.flatMap((segment) => segment.seals);
   const headProblem = input.expectHead ? checkExpectedHead(seals, input.expectHead) : null;
   if (headProblem) problems.push(headProblem);
   const last = seals[seals.length - 1];
@@ -328,5 +280,7 @@ export async function verifyAudit(input: VerifyAuditInput): Promise<AuditVerific
         }
       : null,
     problems,
+    restores: input.mode === 'full' ? restoreNotices(input) : [],
+    trimmed,
   };
 }

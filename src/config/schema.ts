@@ -345,6 +345,16 @@ export const configSchema = z
         sealIntervalMs: z.number().int().min(100).max(60_000).default(1000),
         /** A JSONL copy of the sealed log, kept by `tasklease worker` (and dev) on its own disk. */
         file: z.string().min(1).optional(),
+        /**
+         * Events older than this are trimmed from the stream in Redis, once sealed and written to every
+         * worker's audit file; unset, never (docs/architecture.md, "Retention").
+         */
+        retentionSeconds: seconds(10 * 365 * 86400).optional(),
+      })
+      // Fails closed: without a copy outside Redis, trimming would delete the only record.
+      .refine((audit) => audit.retentionSeconds === undefined || audit.file !== undefined, {
+        path: ['retentionSeconds'],
+        message: 'needs audit.file: the stream is only trimmed of what an audit file holds',
       })
       .prefault({}),
     /** Step-up approvals (docs/approvals.md). */

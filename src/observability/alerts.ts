@@ -122,3 +122,43 @@ export function createApprovalNotifications(options: {
     flush: () => webhook.settled(),
   };
 }
+
+/** A restore the worker found: the audit file was ahead of Redis (src/audit/audit-file-restore.ts). */
+export interface AuditRestoreAlert {
+  redisHead: { seq: number; id: string };
+  fileHead: { seq: number; id: string };
+  eventsBeyond: number;
+  file: string;
+  /** What was done about the leases the file shows (recover-restored-leases.ts's report). */
+  leases: Record<string, number>;
+}
+
+/**
+ * The irrevocable-lease webhook also hears of a Redis restored from an older snapshot, at once (no
+ * debounce: it is rare, and on-call must check what was recovered). What it says: both heads, the counts.
+ */
+export function createAuditRestoreAlerts(options: {
+  url: string;
+  brokerIssuer: string;
+  logger: Logger;
+  onUndelivered?: () => void;
+}) {
+  const webhook = createWebhook({
+    url: options.url,
+    name: 'audit restore alert',
+    logger: options.logger,
+    onUndelivered: options.onUndelivered,
+  });
+  return {
+    restoreDetected(restore: AuditRestoreAlert) {
+      const body = {
+        event: 'tasklease.audit.restore_detected',
+        broker: options.brokerIssuer,
+        at: new Date().toISOString(),
+        ...restore,
+      };
+      webhook.post(body, { redisHeadSeq: restore.redisHead.seq, fileHeadSeq: restore.fileHead.seq });
+    },
+    flush: () => webhook.settled(),
+  };
+}

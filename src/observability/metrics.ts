@@ -114,6 +114,27 @@ export function createMetrics(counts: {
       help: 'Times a Redis failover took audit seals the new primary never got (sealing went on from the newest seal it holds)',
       registers: [registry],
     }),
+    auditRestores: new Counter({
+      name: 'tasklease_audit_restores_detected_total',
+      help: "Times this worker's audit file was ahead of Redis's audit chain: Redis came back from an older snapshot",
+      registers: [registry],
+    }),
+    auditEventsBeyondRedis: new Gauge({
+      name: 'tasklease_audit_events_beyond_redis',
+      help: 'Audit events the audit file held beyond Redis when the last restore was found (0: none found since start)',
+      registers: [registry],
+    }),
+    leasesRecovered: new Counter({
+      name: 'tasklease_audit_leases_recovered_total',
+      help: 'Leases brought back from the audit file after a restore (action="restored", "revoking", "revoked_again", "revoke_requested")',
+      labelNames: ['action'] as const,
+      registers: [registry],
+    }),
+    auditEventsTrimmed: new Counter({
+      name: 'tasklease_audit_events_trimmed_total',
+      help: 'Audit events the retention trimmed from Redis (sealed, and held by every audit file)',
+      registers: [registry],
+    }),
     activeLeases: new Gauge({
       name: 'tasklease_active_leases',
       help: 'Unsettled leases (active, revoking, irrevocable)',

@@ -47,6 +47,8 @@ export class RedisKeys {
   auditSeals = () => `${this.prefix}audit-seals`;
   /** Held by the one API replica sealing at a time (the seal's compare-and-set is what keeps it correct). */
   auditSealLock = () => `${this.prefix}audit-seal-lock`;
+  /** How far each worker's audit file has durably copied the chain: the retention trims no further. */
+  auditCopies = () => `${this.prefix}audit-copies`;
   /** One approval request (step-up, enrolment, entitlement); expires a retention period after it can matter. */
   approval = (approvalId: string) => `${this.prefix}approval:${approvalId}`;
   /** Every approval, scored by when it was requested: the approvers' inbox; purged after retention. */

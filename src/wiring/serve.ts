@@ -150,7 +150,7 @@ function startSealer(
       context.metrics.auditFailoverLosses.inc();
       logger.error(
         { keptSeq: kept.seq, keptId: kept.id, lostSeq: lost.seq, lostId: lost.id },
-        'audit seals lost in a Redis failover (the promoted replica never got them); sealing carries on from the newest seal it holds',
+        'audit seals lost in a Redis primary change (a failover whose promoted replica never got them, or a restore from an older snapshot); sealing carries on from the newest seal it holds',
       );
     },
     onError: (error) => {

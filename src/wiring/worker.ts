@@ -1,7 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
-import { AuditSinkStoppedError, startAuditFileSink, type AuditFileSink } from '../audit/audit-file-sink';
 import type { RedisTarget } from '../config/redis-target';
 import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
@@ -12,6 +11,7 @@ import type { Logger } from '../observability/logger';
 import { throttledWarning } from '../observability/throttled-log';
 import { closeRedis, connectRedis } from '../redis/connection';
 import { expireApprovals } from '../usecases/expire-approvals';
+import { startAuditFile } from './audit-file';
 import { createSharedContext, type SharedContext } from './shared-context';
 import { StartupError } from './startup-error';
 import { createWorkerContext, type WorkerContext } from './worker-context';
@@ -64,23 +64,7 @@ async function startParts(
   const { config, logger } = options;
   const { shared, deps } = context;
   // First: a file it must not write to stops start-up before any job runs.
-  if (config.audit.file) {
-    const sink: AuditFileSink = await startAuditFileSink({
-      path: config.audit.file,
-      audit: deps.audit,
-      brokerIssuer: config.broker.issuer,
-      intervalMs: config.audit.sealIntervalMs,
-      nowMs: deps.nowMs,
-      onError: (error) =>
-        error instanceof AuditSinkStoppedError
-          ? logger.error({ err: error.message }, 'audit file sink stopped: the log in Redis was rewritten')
-          : logger.warn({ err: (error as Error).message }, 'audit file sink failed; retrying'),
-      onWarning: (message) => logger.warn({ detail: message }, 'audit file sink'),
-    }).catch((error: Error) => {
-      throw new StartupError(`cannot keep the audit file ${config.audit.file}: ${error.message}`);
-    });
-    started.push({ close: () => sink.stop() });
-  }
+  if (config.audit.file) started.push(await startAuditFile(context, config, logger));
 
   const bullConnection = connectRedis(options.redis, { forBullWorker: true, name: 'tasklease-worker' });
   started.push({ close: () => closeRedis(bullConnection) });

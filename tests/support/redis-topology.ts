@@ -32,6 +32,8 @@ export interface RedisNode {
   port: number;
   /** `127.0.0.1:<port>` */
   address: string;
+  /** Its working dir (--dir): its AOF or dump.rdb, and redis.log. */
+  dir: string;
   pid: number | undefined;
   /** SIGKILL the process and wait for its exit. */
   kill(): Promise<void>;
@@ -118,6 +120,7 @@ function createNode(
     host: HOST,
     port,
     address: `${HOST}:${port}`,
+    dir,
     get pid() {
       return running() ? child?.pid : undefined;
     },

@@ -47,6 +47,11 @@ function fakeLog() {
           lastId,
           entries.filter((e) => compareStreamIds(e.id, firstId) >= 0 && compareStreamIds(e.id, lastId) <= 0),
         ),
+      entries: async (afterId: string | undefined, limit: number) =>
+        entries.filter((e) => !afterId || compareStreamIds(e.id, afterId) > 0).slice(0, limit),
+      newestSeal: async () => seals[seals.length - 1] ?? null,
+      sealAtOrBefore: async (id: string) =>
+        seals.filter((seal) => compareStreamIds(seal.id, id) <= 0).pop() ?? null,
     },
     /** The whole file the sink should have written. */
     fileText: () => `${HEADER}${auditLines(entries, seals).join('\n')}\n`,
@@ -73,6 +78,7 @@ describe('audit file sink', () => {
       path: file,
       audit: log.audit,
       brokerIssuer: ISSUER,
+      log: 'tl:',
       intervalMs: 3_600_000,
       nowMs: () => NOW_MS,
       onError: (error) => errors.push(error as Error),
@@ -208,7 +214,7 @@ describe('audit file sink', () => {
     await log.seal(events(1, 3));
     await expect(sink.catchUp()).resolves.toBe(0);
     expect(errors.map((e) => e.message)).toEqual([
-      "audit seals in Redis no longer follow the file's last seal (seq 2): the log in Redis was rewritten or re-sealed; the file sink has stopped",
+      "audit seals in Redis no longer follow the file's last seal (seq 2): the log in Redis was rewritten or re-sealed (Redis holds the file's last seal 1700000000000-1, yet a seal after it does not follow it); the file sink has stopped",
     ]);
     await expect(sink.catchUp()).resolves.toBe(0);
     await sink.stop();

@@ -525,6 +525,19 @@ describe('parseConfig refuses an invalid configuration, naming the field', () =>
     input.grants['artifacts-api'].maxTtlSeconds = 60;
     expect(configErrorOf(input)).toMatch(/admins\.0\.issuer: no issuer named "okta"/);
   });
+
+  it('refuses an audit retention without an audit file: trimming would delete the only record', () => {
+    const input: any = validInput();
+    input.audit = { retentionSeconds: 86400 };
+    expect(configErrorOf(input)).toMatch(
+      /audit\.retentionSeconds: needs audit\.file: the stream is only trimmed of what an audit file holds/,
+    );
+    input.audit.file = './audit.jsonl';
+    expect(parseConfig(input, '/etc/tasklease').audit).toMatchObject({
+      retentionSeconds: 86400,
+      file: '/etc/tasklease/audit.jsonl',
+    });
+  });
 });
 
 describe('readEnv', () => {

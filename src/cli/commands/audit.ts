@@ -1,6 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { auditLines, headerLine, parseAuditLines } from '../../audit/audit-lines';
+import { fromNewestTrim } from '../../audit/audit-gaps';
 import { compareStreamIds } from '../../audit/stream-ids';
 import { verifyAudit, type AuditVerification, type VerifyAuditInput } from '../../audit/verify-audit';
 import type { Env } from '../../config/env';
@@ -43,6 +44,16 @@ function printVerification(result: AuditVerification, keysSource: string) {
   if (result.head)
     process.stdout.write(
       `newest seal: event ${count(result.head.seq)} (id ${result.head.id}, sealed ${result.head.sealedAt}); note ${result.head.seq}:${result.head.hash} for --expect\n`,
+    );
+  for (const restore of result.restores) {
+    const { redisHead, fileHead } = restore;
+    process.stdout.write(
+      `restore: Redis came back from an older snapshot (found ${restore.detectedAt}): its chain went on from event ${count(redisHead.seq)} (seal ${redisHead.id || 'none'}, hash ${redisHead.hash}) while the audit file held up to event ${count(fileHead.seq)} (seal ${fileHead.id}, hash ${fileHead.hash}); ${count(restore.eventsBeyond)} event(s) beyond Redis are ${restore.recordedIn === 'file' ? 'kept in this file, sealed as they were' : `in the audit file${restore.file ? ` ${restore.file}` : ''}`}\n`,
+    );
+  }
+  if (result.trimmed)
+    process.stdout.write(
+      `trimmed: the events up to event ${count(result.trimmed.anchor.seq)} (seal ${result.trimmed.anchor.id}, hash ${result.trimmed.anchor.hash}) were trimmed from Redis by the retention at ${result.trimmed.trimmedAt}; the chain is verified from that seal on; they are kept in ${result.trimmed.keptIn || 'the audit files'}\n`,
     );
   if (result.mode === 'full' && result.unsealed > 0)
     process.stdout.write(`not yet sealed: ${count(result.unsealed)} event(s) after the newest seal\n`);
@@ -158,6 +169,7 @@ export function registerAuditCommands(program: Command, env: () => Env) {
           input = {
             entries: parsed.entries,
             seals: parsed.seals,
+            restores: parsed.restores,
             jwks,
             mode,
             filter,
@@ -165,9 +177,10 @@ export function registerAuditCommands(program: Command, env: () => Env) {
             unsealed: 'fail',
           };
         } else {
+          // A trim racing the read leaves pages from before it: read as Redis holds the log now.
           const live = await fetchAudit(api(), {});
           input = {
-            ...live,
+            ...fromNewestTrim(live.entries, live.seals),
             jwks,
             mode: 'full',
             expectHead,
