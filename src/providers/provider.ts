@@ -39,11 +39,6 @@ export interface RevocationResult {
 
 export interface RevokeContext {
   nowMs: number;
-  /**
-   * The credential never left the broker (its lease could not be recorded, so it was never returned). A
-   * provider may skip work that only matters for a credential someone holds.
-   */
-  neverIssued?: boolean;
 }
 
 /**

@@ -20,7 +20,7 @@ export async function recordLease(
   // The credential exists at its source but never leaves the broker: revoke it now; a failure is reported.
   const revokeUnissued = (why: string) =>
     provider
-      .revoke(lease, { nowMs, neverIssued: true })
+      .revoke(lease, { nowMs })
       .catch((revokeError: Error) =>
         deps.events.revocationFailed(
           lease.id,

@@ -226,11 +226,8 @@ export function createAwsStsProvider(deps: {
       };
     },
 
-    async revoke(lease, { nowMs, neverIssued }) {
-      // Keys that never left the broker need no deny: writing one would only fill the role's list.
-      if (neverIssued)
-        return { revocation: 'never-issued', detail: 'the session was never returned to anyone' };
-      return revoke(lease, nowMs);
-    },
+    // Also for a session never returned (its lease was refused or not written): its keys existed, valid for
+    // the session's life, in the broker's memory at least. The deny is pruned once the session has expired.
+    revoke: (lease, { nowMs }) => revoke(lease, nowMs),
   };
 }
