@@ -15,7 +15,8 @@ describe('soak: thousands of credential requests through HTTP with Cedar', () =>
   let url: string;
 
   beforeAll(async () => {
-    broker = await startTestBroker({ worker: false });
+    // Every denial is a Cedar evaluation too: audited one by one here, not cut short by the refusal budget.
+    broker = await startTestBroker({ worker: false, broker: { refusalsPerMinutePerIdentity: 10_000 } });
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
     server = spawnTasklease(['serve'], {
