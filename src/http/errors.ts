@@ -45,6 +45,9 @@ export function toBrokerError(
     const issues = error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`);
     known = new BrokerError('invalid_request', issues.join('; '));
   }
+  // The router's own: a path segment whose percent-encoding is not UTF-8 (`/v1/tasks/%FF`).
+  if (!known && error instanceof URIError && (error as { status?: number }).status === 400)
+    known = new BrokerError('invalid_request', 'a path parameter is not valid percent-encoded UTF-8');
   if (!known && error instanceof NotReplicatedError) {
     known = new BrokerError('not_replicated', 'the Redis replicas did not confirm the write in time; retry', {
       cause: error,
