@@ -53,6 +53,9 @@ const fields = (task: Task): Record<string, string | number> => ({
 
 export type TaskStore = ReturnType<typeof createTaskStore>;
 
+/** Open tasks kept in each process for issuance (LRU); a task's declared facts never change. */
+const ISSUE_CACHE_ENTRIES = 10_000;
+
 /** What creating a task answered: `task_quota` when its identity already holds its quota of open tasks. */
 export type CreateTaskResult = 'created' | 'exists' | 'task_quota';
 
@@ -66,6 +69,15 @@ export function createTaskStore(
   const expireAtSeconds = (task: Task) => Math.ceil(task.expiresAtMs / 1000) + options.retentionSeconds;
   const openTasksOf = (owner: Pick<Task, 'issuer' | 'subject'>) =>
     keys.identityOpenTasks(identityKey(owner.issuer, owner.subject));
+  // Open tasks as last read here, by id, the least recently used first.
+  const openTasks = new Map<string, StoredTask>();
+  const remember = (task: StoredTask) => {
+    openTasks.delete(task.id);
+    openTasks.set(task.id, task);
+    if (openTasks.size > ISSUE_CACHE_ENTRIES) openTasks.delete(openTasks.keys().next().value as string);
+  };
+  const get = async (taskId: string, nowMs: number): Promise<StoredTask | null> =>
+    parse(await redis.hgetall(keys.task(taskId)), nowMs);
   return {
     /**
      * Creates the task unless one with its id exists (a CI job's task has a deterministic id: the first of
@@ -79,11 +91,27 @@ export function createTaskStore(
       return (await runScript(redis, 'createTask', taskKeys, args)) as CreateTaskResult;
     },
 
-    async get(taskId: string, nowMs: number): Promise<StoredTask | null> {
-      return parse(await redis.hgetall(keys.task(taskId)), nowMs);
+    get,
+
+    /**
+     * For issuance: an open task from this process's cache until its expiry, else read (and, when open,
+     * cached). What a task declared never changes; what does — completed elsewhere, its active leases —
+     * is not taken from here: createLease refuses a lease for a task no longer open, atomically, so a task
+     * completed through another replica answers 409 task_not_open all the same (the credential minted for
+     * it revoked at once). `activeLeases` of a cached task is as it was read: a caller whose policies read
+     * it asks with `live`.
+     */
+    async getForIssue(taskId: string, nowMs: number, options: { live: boolean }): Promise<StoredTask | null> {
+      const cached = options.live ? undefined : openTasks.get(taskId);
+      if (cached && cached.expiresAtMs > nowMs) return cached;
+      if (cached) openTasks.delete(taskId);
+      const task = await get(taskId, nowMs);
+      if (task?.state === 'open') remember(task);
+      return task;
     },
 
     async complete(taskId: string, outcome: TaskOutcome, summary: string, nowMs: number) {
+      openTasks.delete(taskId);
       // The owner names the open-tasks key; it never changes once the task exists (missing: no key matters).
       const [issuer, subject] = await redis.hmget(keys.task(taskId), 'issuer', 'subject');
       const owner = { issuer: issuer ?? '', subject: subject ?? '' };

@@ -61,7 +61,10 @@ export async function issueCredential(
 ): Promise<IssueResult> {
   const startedMs = performance.now();
   const nowMs = deps.nowMs();
-  const task = await loadOwnTask(deps, identity, taskId, nowMs);
+  // A cached task's activeLeases is as it was read: live when a policy reads it.
+  const task = await loadOwnTask(deps, identity, taskId, nowMs, {
+    live: deps.policy.readsContext('activeLeases'),
+  });
   const grant = checkGrant(deps, task, input.grant);
   const scopes = narrowScopes(grant, input.scopes);
   // Clamped, never refused: the grant's maximum and the task's remaining time bound every lease.

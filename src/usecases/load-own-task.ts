@@ -14,8 +14,12 @@ export async function loadOwnTask(
   identity: Identity,
   taskId: string,
   nowMs: number,
+  /** Issuance: an open task may come from the process's cache (TaskStore.getForIssue). */
+  forIssue?: { live: boolean },
 ): Promise<StoredTask> {
-  const task = await deps.tasks.get(taskId, nowMs);
+  const task = forIssue
+    ? await deps.tasks.getForIssue(taskId, nowMs, forIssue)
+    : await deps.tasks.get(taskId, nowMs);
   if (
     !task ||
     task.issuer !== identity.issuer ||
