@@ -8,7 +8,6 @@ const key = {
   settled: `${REDIS_PREFIX}leases:settled`,
   due: `${REDIS_PREFIX}leases:due`,
   audit: `${REDIS_PREFIX}audit`,
-  bullJob: (id: string) => `${REDIS_PREFIX}bull:revocations:expire-${id}`,
   bullDelayed: `${REDIS_PREFIX}bull:revocations:delayed`,
 };
 
@@ -149,6 +148,7 @@ export async function measureBytesPerLease(
   target: Target,
   options: { count: number; connections: number },
 ): Promise<MemoryResult> {
+  // The delayed set: what a lease costs BullMQ while it waits (nothing, since the scheduler queues leases due).
   const shared = [key.audit, key.due, key.bullDelayed];
   await sleep(1000);
   const before = await usedMemory(redis);
@@ -163,7 +163,6 @@ export async function measureBytesPerLease(
     Math.round(((sharedAfter[index] ?? 0) - (sharedBefore[index] ?? 0)) / Math.max(1, ids.length));
   const breakdown: Record<string, number> = {
     leaseHash: await meanMemoryUsage(redis, sample.map(key.lease)),
-    bullJobHash: await meanMemoryUsage(redis, sample.map(key.bullJob)),
     auditStream: perShared(0),
     dueIndex: perShared(1),
     bullDelayedZset: perShared(2),

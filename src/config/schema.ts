@@ -393,9 +393,14 @@ export const configSchema = z
         attempts: z.number().int().min(1).max(50).default(8),
         backoffMs: z.number().int().min(10).max(60_000).default(500),
         concurrency: z.number().int().min(1).max(1000).default(64),
+        /** How often the scheduler moves the leases due now into revocation jobs (in bulk). */
+        scheduleIntervalMs: z.number().int().min(20).max(10_000).default(200),
         sweepIntervalMs: z.number().int().min(100).max(60_000).default(1000),
-        /** A due lease whose job has not run this long after it was due is re-queued by the sweeper. */
-        sweepGraceMs: z.number().int().min(0).max(60_000).default(1000),
+        /**
+         * A lease the scheduler queued that is still unsettled this long after comes due again and is queued
+         * again; the sweeper re-queues whatever is overdue by this much (a stopped scheduler, a lost job).
+         */
+        sweepGraceMs: z.number().int().min(0).max(60_000).default(5000),
         irrevocableRetrySeconds: seconds(86400).default(60),
       })
       .prefault({}),

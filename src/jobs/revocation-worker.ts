@@ -1,7 +1,7 @@
 import { UnrecoverableError, Worker } from 'bullmq';
 import type { RedisClient } from '../redis/connection';
 import { REVOCATION_QUEUE, type RedisKeys } from '../redis/keys';
-import type { RevocationJob, RevocationQueue } from '../leases/revocation-queue';
+import type { RevocationJob } from '../leases/revocation-queue';
 import { RevocationRefusedError } from '../providers/provider';
 import type { WorkerDeps } from '../usecases/deps';
 import { settleLease } from '../usecases/settle-lease';
@@ -15,9 +15,7 @@ export const LOCK_MS = 5_000;
 export const STALLED_CHECK_MS = 2_500;
 
 export function startRevocationWorker(
-  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'events' | 'nowMs'> & {
-    queue: Pick<RevocationQueue, 'cancelExpiry'>;
-  },
+  deps: Pick<WorkerDeps, 'config' | 'leases' | 'providers' | 'events' | 'nowMs'>,
   connection: RedisClient,
   keys: RedisKeys,
 ) {
@@ -25,16 +23,12 @@ export function startRevocationWorker(
     REVOCATION_QUEUE,
     async (job) => {
       const attempts = job.opts.attempts ?? 1;
-      const result = await settleLease(deps, job.data.leaseId, {
+      return settleLease(deps, job.data.leaseId, {
         final: job.attemptsMade + 1 >= attempts,
       }).catch((error: unknown) => {
         // The lease is already irrevocable; the sweeper, not this job's retries, tries it again later.
         throw error instanceof RevocationRefusedError ? new UnrecoverableError(error.message) : error;
       });
-      // The delayed expiry job of a lease revoked early would only no-op later; drop it now.
-      if (job.name === 'revoke' && result === 'settled')
-        await deps.queue.cancelExpiry(job.data.leaseId).catch(() => undefined);
-      return result;
     },
     {
       connection,

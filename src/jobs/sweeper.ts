@@ -43,7 +43,11 @@ export async function sweepOnce(deps: SweeperDeps): Promise<number> {
   return requeued;
 }
 
-async function requeue(deps: SweeperDeps, ids: string[]): Promise<void> {
+/** Queues each lease's job: `revoke-<id>` for one already revoking or irrevocable, else `expire-<id>`. */
+export async function requeue(
+  deps: Pick<SweeperDeps, 'redis' | 'keys' | 'queue'>,
+  ids: readonly string[],
+): Promise<void> {
   const pipeline = deps.redis.pipeline();
   for (const id of ids) pipeline.hget(deps.keys.lease(id), 'state');
   const states = ((await pipeline.exec()) ?? []).map(([, state]) => state as string | null);

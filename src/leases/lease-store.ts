@@ -314,6 +314,14 @@ export function createLeaseStore(
     },
 
     /** Unsettled leases the sweeper must act on: due at or before `untilMs`. */
+    /**
+     * The leases due by `nowMs`, at most `limit`, each made due again at `dueAgainAtMs` in the same script
+     * (claimDue): the scheduler queues their jobs, and one whose job is lost comes due again.
+     */
+    async claimDue(nowMs: number, dueAgainAtMs: number, limit: number): Promise<string[]> {
+      return (await redis.claimDue(keys.due(), nowMs, dueAgainAtMs, limit)) as string[];
+    },
+
     dueIds(untilMs: number, limit: number, offset = 0): Promise<string[]> {
       return redis.zrangebyscore(keys.due(), '-inf', untilMs, 'LIMIT', offset, limit);
     },

@@ -12,9 +12,10 @@ export interface RevocationQueueOptions {
 }
 
 /**
- * Two job ids per lease, both derived from it so scheduling is idempotent: `expire-<lease>` is delayed to
- * the lease's expiry; `revoke-<lease>` runs now (task completed, admin, holder). Re-adding an id that is
- * still queued is a no-op, which is what lets the sweeper re-queue freely.
+ * Two job ids per lease, both derived from it so queueing is idempotent: `expire-<lease>`, queued by the
+ * worker's scheduler once the lease is due (issuance adds no job); `revoke-<lease>`, queued now (task
+ * completed, admin, holder). Re-adding an id that is still queued is a no-op, which is what lets the
+ * scheduler and the sweeper re-queue freely.
  */
 export const expiryJobId = (leaseId: string) => `expire-${leaseId}`;
 export const revokeJobId = (leaseId: string) => `revoke-${leaseId}`;
@@ -67,23 +68,12 @@ export function createRevocationQueue(
 
   return {
     queue,
-    async scheduleExpiry(leaseId: string, expiresAtMs: number, nowMs: number): Promise<void> {
-      await queue.add(
-        'expire',
-        { leaseId },
-        { jobId: expiryJobId(leaseId), delay: Math.max(0, expiresAtMs - nowMs) },
-      );
-    },
     revokeNow,
     /** On-call "retry now": the same `revoke-<lease>` job as any revocation, run now whatever an older one left. */
     async retryNow(leaseIds: readonly string[]): Promise<void> {
       for (let i = 0; i < leaseIds.length; i += 500)
         await Promise.all(leaseIds.slice(i, i + 500).map(clearWayFor));
       await revokeNow(leaseIds);
-    },
-    /** Drops the delayed expiry job of a lease settled early (it would be a no-op anyway). */
-    async cancelExpiry(leaseId: string): Promise<void> {
-      await queue.remove(expiryJobId(leaseId));
     },
     close: () => queue.close(),
   };

@@ -12,6 +12,7 @@ import type { RedisClient } from './redis-client';
  */
 export const SCRIPT_NAMES = [
   'appendSeal',
+  'claimDue',
   'commitWrite',
   'completeTask',
   'countStates',

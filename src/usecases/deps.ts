@@ -26,8 +26,6 @@ export interface UseCaseEvents {
   revocationFailed(leaseId: string, provider: string, error: string, final: boolean): void;
   /** A lease just became irrevocable (after the failure above): on-call must hear of it. */
   irrevocable(lease: Lease, reason: string, nowMs: number): void;
-  /** The expiry job could not be queued; the sweeper will revoke the lease at expiry instead. */
-  scheduleFailed(leaseId: string, error: string): void;
   /** A step-up request is waiting for an approver (the approvals webhook, a metric). */
   approvalRequested(approval: Approval): void;
   /** An approval was decided or expired. */

@@ -241,22 +241,9 @@ async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
       ...(request.entitlement ? { entitlementId: request.entitlement.id } : {}),
     },
   };
-  // The expiry job goes out with the lease write (one round trip). A job whose lease was never written is
-  // cancelled, and would find no lease anyway; a lost schedule is covered by the sweeper at expiry.
-  const scheduled = deps.queue.scheduleExpiry(leaseId, expiresAtMs, nowMs).then(
-    () => true,
-    (error: Error) => {
-      deps.events.scheduleFailed(leaseId, error.message);
-      return false;
-    },
-  );
-  try {
-    await recordLease(deps, provider, lease, { audit, approvalId: approval?.id, nowMs });
-  } catch (error) {
-    if (await scheduled) await deps.queue.cancelExpiry(leaseId).catch(() => undefined);
-    throw error;
-  }
-  await scheduled;
+  // No job per lease: the lease's entry in the due index, written with it, is its revocation schedule (the
+  // worker's scheduler queues it when it is due).
+  await recordLease(deps, provider, lease, { audit, approvalId: approval?.id, nowMs });
   // An STS session outlives a lease shorter than 15 minutes: say when it dies at its source as well.
   const notAfter = minted.notAfterMs ? new Date(minted.notAfterMs).toISOString() : undefined;
   return {

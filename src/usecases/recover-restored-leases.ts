@@ -214,7 +214,6 @@ async function writeBack(
   if (result === 'exists') return deps.leases.get(lease.id);
   if (result === 'restored') {
     report.restored++;
-    await deps.queue.scheduleExpiry(lease.id, lease.expiresAtMs, nowMs);
     return lease;
   }
   report.restoredRevoking++;

@@ -46,8 +46,6 @@ export function useCaseEvents(metrics: Metrics, logger: Logger, outbound: Outbou
       approvalNotifications?.requested(approval);
     },
     approvalSettled: (approval, status) => metrics.approvals.inc({ kind: approval.kind, status }),
-    scheduleFailed: (leaseId, error) =>
-      logger.warn({ leaseId, err: error }, 'expiry job not queued; the sweeper will act'),
     revocationFailed: (leaseId, provider, error, final) => {
       metrics.revocationFailures.inc({ provider, final: String(final) });
       logger.warn(

@@ -6,6 +6,7 @@ import type { Config } from '../config/schema';
 import type { VaultSettings } from '../config/vault-settings';
 import { systemRoutes } from '../http/routes/system';
 import { startRevocationWorker } from '../jobs/revocation-worker';
+import { startScheduler } from '../jobs/scheduler';
 import { startSweeper } from '../jobs/sweeper';
 import type { Logger } from '../observability/logger';
 import { throttledWarning } from '../observability/throttled-log';
@@ -72,6 +73,7 @@ async function startParts(
   const warn = throttledWarning(logger, 'revocation worker error');
   worker.on('error', (error) => warn({ err: error.message }));
   started.push({ close: () => worker.close() });
+  const schedulerWarning = throttledWarning(logger, 'revocation scheduling failed; retrying');
   const sweeper = startSweeper({
     redis: shared.redis,
     keys: shared.keys,
@@ -84,6 +86,17 @@ async function startParts(
     onError: (error) => logger.warn({ err: (error as Error).message }, 'sweep failed'),
   });
   started.push({ close: () => sweeper.stop() });
+  const scheduler = startScheduler({
+    redis: shared.redis,
+    keys: shared.keys,
+    leases: deps.leases,
+    queue: deps.queue,
+    requeueAfterMs: Math.max(config.revocation.sweepGraceMs, 1000),
+    intervalMs: config.revocation.scheduleIntervalMs,
+    nowMs: deps.nowMs,
+    onError: (error) => schedulerWarning({ err: (error as Error).message }),
+  });
+  started.push({ close: () => scheduler.stop() });
 
   let server: Server | null = null;
   if (options.port !== null) {

@@ -330,11 +330,16 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
 
     // 30 more do not: every session of the role issued before the cut-off is denied instead.
     const second = await declare();
-    const overflowIds = await issueMany(second, 30, bulk);
+    await issueMany(second, 30, bulk);
     await complete(second);
     const cut = await settled(second, 30);
-    expect(cut.every((l) => l.revocation === 'deny-applied-role-cutoff')).toBe(true);
-    expect(cut[0].revocationDetail).toMatch(/every session of the role issued before .* is denied/);
+    // The list may have room for one more session, taken by whichever revocation is written first (when the
+    // 30 are written in more than one batch); the cut-off then replaces the list and covers it too.
+    const byName = cut.filter((l) => l.revocation === 'deny-applied');
+    const cutOff = cut.filter((l) => l.revocation === 'deny-applied-role-cutoff');
+    expect(byName.length).toBeLessThanOrEqual(1);
+    expect(byName.length + cutOff.length).toBe(30);
+    expect(cutOff[0].revocationDetail).toMatch(/every session of the role issued before .* is denied/);
     const policy = await moto.denyPolicy('bulk-reader');
     const cutoff = policy?.Statement.find((statement) => /^TaskleaseCutoff\d+$/.test(statement.Sid));
     expect(cutoff).toMatchObject({ Effect: 'Deny', Action: '*', Resource: '*' });
@@ -342,7 +347,7 @@ describe('aws-sts: task-scoped STS sessions, revoked by a per-session deny', () 
     // Just after the last listed session's issue time (STS's clock), never before now.
     expect(cutoffMs).toBeLessThanOrEqual(Date.now() + 2_500);
     expect(JSON.stringify(policy).replace(/\s/g, '').length).toBeLessThanOrEqual(10_240);
-    const audit = await broker.call('GET', `/v1/audit?lease=${overflowIds[0]}`, await admin());
+    const audit = await broker.call('GET', `/v1/audit?lease=${cutOff[0].leaseId}`, await admin());
     expect(audit.body.events.find((e: any) => e.type === 'lease.settled').detail).toMatchObject({
       revocation: 'deny-applied-role-cutoff',
     });

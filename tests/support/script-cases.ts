@@ -1527,6 +1527,41 @@ export const SCRIPT_CASES: ScriptCase[] = [
   },
 
   {
+    script: 'claimDue',
+    name: 'takes the leases due by now, at most the limit, and makes each due again later; the rest untouched',
+    async run(ctx) {
+      const due = ctx.keys.due();
+      await ctx.redis.zadd(due, 100, 'early', 200, 'on-time', 300, 'second-page', 5000, 'later');
+
+      const first = await checkedRun(ctx, 'claimDue', [due], [300, 10_300, 2]);
+      expect(first).toMatchObject({ reply: ['early', 'on-time'], changed: [due] });
+      expect(await ctx.redis.zrange(due, 0, -1, 'WITHSCORES')).toEqual([
+        'second-page',
+        '300',
+        'later',
+        '5000',
+        'early',
+        '10300',
+        'on-time',
+        '10300',
+      ]);
+      // The next claim takes the rest of what is due; a claimed lease is not due again before its time.
+      expect(await checkedRun(ctx, 'claimDue', [due], [300, 10_300, 2])).toMatchObject({
+        reply: ['second-page'],
+      });
+      expect(await checkedRun(ctx, 'claimDue', [due], [400, 10_400, 10])).toMatchObject({
+        reply: [],
+        changed: [],
+      });
+      // Come due again (its job lost): claimed again, with what fell due meanwhile, soonest first.
+      expect(await checkedRun(ctx, 'claimDue', [due], [10_300, 20_300, 10])).toMatchObject({
+        reply: ['later', 'early', 'on-time', 'second-page'],
+      });
+      expect(await ctx.redis.zscore(due, 'later')).toBe('20300');
+    },
+  },
+
+  {
     script: 'releaseLock',
     name: 'releases a lock only for the token that holds it',
     async run(ctx) {
