@@ -1,4 +1,3 @@
-import { constants, createPrivateKey, sign as signWithNode, type KeyObject } from 'node:crypto';
 import {
   exportJWK,
   generateKeyPair,
@@ -13,32 +12,6 @@ export interface SigningKey {
   alg: string;
   privateKey: CryptoKey;
   publicJwk: JWK;
-  /**
-   * The JWS signature of `signingInput` (`<header>.<payload>`, base64url), made with node:crypto and the key
-   * prepared once: synchronous, about four times jose's async WebCrypto path one call at a time. The same
-   * algorithm and encoding as jose (ECDSA as r‖s, RSA-PSS with a salt of the hash's length).
-   */
-  sign(signingInput: string): string;
-}
-
-const HASH_OF: Record<string, string> = { '256': 'sha256', '384': 'sha384', '512': 'sha512' };
-
-/** A JWS signer for `alg` with a key prepared once (node:crypto KeyObject). */
-function nodeSigner(jwk: JWK, alg: string): (signingInput: string) => string {
-  const key: KeyObject = createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
-  const hash = HASH_OF[alg.slice(2)];
-  const sign = (options: Parameters<typeof signWithNode>[2], digest: string | null) => (input: string) =>
-    signWithNode(digest, Buffer.from(input), options).toString('base64url');
-  if (alg === 'EdDSA' || alg === 'Ed25519') return sign(key, null);
-  if (!hash) throw new Error(`no signer for ${alg}`);
-  if (alg.startsWith('ES')) return sign({ key, dsaEncoding: 'ieee-p1363' }, hash);
-  if (alg.startsWith('RS')) return sign(key, hash);
-  if (alg.startsWith('PS'))
-    return sign(
-      { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST },
-      hash,
-    );
-  throw new Error(`no signer for ${alg}`);
 }
 
 export interface SigningKeyRing {
@@ -86,7 +59,7 @@ export async function loadSigningKeys(jwksJson: string): Promise<SigningKeyRing>
     const privateKey = (await importJWK({ ...jwk, alg }, alg)) as CryptoKey;
     const publicJwk: JWK = { ...jwk, kid, alg, use: 'sig' };
     for (const member of PRIVATE_MEMBERS) delete publicJwk[member];
-    all.push({ kid, alg, privateKey, publicJwk, sign: nodeSigner({ ...jwk, alg }, alg) });
+    all.push({ kid, alg, privateKey, publicJwk });
   }
   const kids = new Set(all.map((key) => key.kid));
   if (kids.size !== all.length) throw new Error('TASKLEASE_SIGNING_KEYS has two keys with the same kid');

@@ -1,7 +1,8 @@
+import { SignJWT } from 'jose';
 import type { RedisClient } from '../../redis/connection';
 import type { RedisKeys } from '../../redis/keys';
 import type { CredentialProvider, CredentialRevoker } from '../provider';
-import type { SigningKey, SigningKeyRing } from '../../signing/signing-keys';
+import type { SigningKeyRing } from '../../signing/signing-keys';
 
 /**
  * Revoking a broker-signed JWT needs only Redis: the token id goes on the revocation list. The worker holds
@@ -25,18 +26,6 @@ export function createJwtRevoker(deps: { redis: RedisClient; keys: RedisKeys }):
   };
 }
 
-const base64url = (text: string) => Buffer.from(text).toString('base64url');
-/** The protected header, encoded once per signing key. */
-const headers = new WeakMap<SigningKey, string>();
-const headerOf = (key: SigningKey) => {
-  let header = headers.get(key);
-  if (!header) {
-    header = base64url(JSON.stringify({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }));
-    headers.set(key, header);
-  }
-  return header;
-};
-
 /** Broker-signed access tokens (the API's provider). `jti` is the lease id, so a token always leads back to its lease. */
 export function createJwtProvider(deps: {
   revoker: CredentialRevoker;
@@ -49,20 +38,19 @@ export function createJwtProvider(deps: {
     async mint({ leaseId, grant, identity, task, issuedAtMs, expiresAtMs, scopes }) {
       if (grant.provider !== 'jwt') throw new Error('jwt provider given a non-jwt grant');
       const { active } = signingKeys;
-      // The claims in the order jose's SignJWT writes them (its setters, in this order, on this payload).
-      const claims = {
+      const token = await new SignJWT({
         task: task.id,
         scope: (scopes ?? grant.scopes).join(' '),
         iss_name: identity.issuer,
-        iss: brokerIssuer,
-        sub: identity.subject,
-        aud: grant.audience,
-        jti: leaseId,
-        iat: Math.floor(issuedAtMs / 1000),
-        exp: Math.floor(expiresAtMs / 1000),
-      };
-      const signingInput = `${headerOf(active)}.${base64url(JSON.stringify(claims))}`;
-      const token = `${signingInput}.${active.sign(signingInput)}`;
+      })
+        .setProtectedHeader({ alg: active.alg, kid: active.kid, typ: 'at+jwt' })
+        .setIssuer(brokerIssuer)
+        .setSubject(identity.subject)
+        .setAudience(grant.audience)
+        .setJti(leaseId)
+        .setIssuedAt(Math.floor(issuedAtMs / 1000))
+        .setExpirationTime(Math.floor(expiresAtMs / 1000))
+        .sign(active.privateKey);
       return { credential: { token, tokenType: 'Bearer' }, secret: token, handle: { jti: leaseId } };
     },
   };
