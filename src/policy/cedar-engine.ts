@@ -2,7 +2,13 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
-import { claimsUsed, contextAttributesRead, pruneClaims } from './claims-used';
+import {
+  claimsUsed,
+  contextAttributesRead,
+  entityAttributesRead,
+  pruneClaims,
+  pruneRecord,
+} from './claims-used';
 import type { PolicyRequest } from './vocabulary';
 
 export interface PolicyDecision {
@@ -100,6 +106,8 @@ export function createPolicyEngine(location: string): PolicyEngine {
   let forbids = new Set<string>();
   let claimNames: Set<string> | null = null;
   let contextRead: Set<string> | null = null;
+  let principalRead: Set<string> | null = null;
+  let resourceRead: Set<string> | null = null;
   let workloadIds: { policyId: string; id: string }[] = [];
 
   const load = () => {
@@ -123,6 +131,8 @@ export function createPolicyEngine(location: string): PolicyEngine {
     forbids = nextForbids;
     claimNames = claimsUsed(policyJson);
     contextRead = contextAttributesRead(policyJson);
+    principalRead = entityAttributesRead(policyJson, 'principal');
+    resourceRead = entityAttributesRead(policyJson, 'resource');
     policyCount = Object.keys(policies).length;
     workloadIds = workloadIdsIn(named);
     return { policyCount };
@@ -139,18 +149,25 @@ export function createPolicyEngine(location: string): PolicyEngine {
     reload: load,
     readsContext: (attribute) => contextRead === null || contextRead.has(attribute),
     evaluate(request) {
-      const entities = request.entities.map((entity) =>
-        (entity.uid as { type?: string }).type === 'Workload' && entity.attrs.claims
-          ? {
-              ...entity,
-              attrs: {
-                ...entity.attrs,
-                claims: pruneClaims(entity.attrs.claims as Record<string, string>, claimNames),
-              },
-            }
-          : entity,
-      );
-      const answer = cedar.statefulIsAuthorized({ ...request, entities, preparsedPolicySetId: setId });
+      // Cedar's cost grows with every attribute it is given: it gets only what some policy could read (the
+      // claims, the context, the principal's and the resource's attributes named in a condition).
+      const entities = request.entities.map((entity) => {
+        const { type, id } = entity.uid as { type?: string; id?: string };
+        const isPrincipal = type === request.principal.type && id === request.principal.id;
+        const isResource = type === request.resource.type && id === request.resource.id;
+        if (!isPrincipal && !isResource) return entity;
+        const attrs = { ...pruneRecord(entity.attrs, isPrincipal ? principalRead : resourceRead) };
+        if (isPrincipal && attrs.claims)
+          attrs.claims = pruneClaims(attrs.claims as Record<string, string>, claimNames);
+        return { ...entity, attrs };
+      });
+      const context = pruneRecord(request.context, contextRead) as typeof request.context;
+      const answer = cedar.statefulIsAuthorized({
+        ...request,
+        context,
+        entities,
+        preparsedPolicySetId: setId,
+      });
       // Fails closed: an evaluation failure is a denial, with the error as the reason.
       if (answer.type === 'failure') {
         return {

@@ -60,6 +60,29 @@ export const contextAttributesRead = (policies: readonly PolicyJson[]): Set<stri
     escapes: () => false,
   });
 
+/**
+ * The attributes a policy set reads off `principal` or `resource` (`principal.kind`, `resource has
+ * provider`), or null when some policy's condition uses the variable whole (`principal == …`, `resource in
+ * …`): then every attribute may be read. (A scope's `principal == Workload::"…"` is not a condition: it
+ * names no attribute and needs none.)
+ */
+export const entityAttributesRead = (
+  policies: readonly PolicyJson[],
+  variable: 'principal' | 'resource',
+): Set<string> | null =>
+  attributesRead(policies, {
+    isRecord: (node) => (node as { Var?: string } | null)?.Var === variable,
+    escapes: () => false,
+  });
+
+/** The record with only the attributes in `used` (itself when `used` is null). */
+export function pruneRecord<T>(record: Record<string, T>, used: Set<string> | null): Record<string, T> {
+  if (!used) return record;
+  const out: Record<string, T> = {};
+  for (const name of used) if (Object.hasOwn(record, name)) out[name] = record[name] as T;
+  return out;
+}
+
 /** The claims record with only the names in `used` (all of it when `used` is null). */
 export function pruneClaims(
   claims: Record<string, string>,
