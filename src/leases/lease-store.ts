@@ -32,9 +32,10 @@ const serialise = (lease: Lease): string[] => {
     state: lease.state,
     createdAtMs: lease.createdAtMs,
     expiresAtMs: lease.expiresAtMs,
-    handle: JSON.stringify(lease.handle),
+    // Only what is not known otherwise: a JWT's handle is its lease id, attempts start at 0 (bytes per lease).
+    handle: Object.keys(lease.handle).length > 0 ? JSON.stringify(lease.handle) : undefined,
     credentialSha256: lease.credentialSha256,
-    attempts: lease.attempts,
+    attempts: lease.attempts > 0 ? lease.attempts : undefined,
   };
   return hashFields(fields);
 };

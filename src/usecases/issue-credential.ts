@@ -150,8 +150,9 @@ const whoOf = ({ identity, task }: Pick<IssueRequest, 'identity' | 'task'>) => (
   issuer: identity.issuer,
   subject: identity.subject,
   task: task.id,
-  ticket: task.ticket,
-  ref: task.ref,
+  // An empty ticket or ref is left out of the event (the task's own record says it is empty).
+  ...(task.ticket ? { ticket: task.ticket } : {}),
+  ...(task.ref ? { ref: task.ref } : {}),
 });
 
 /** A refusal, audited (`credential.denied`) with its reason: the policy's, or the missing entitlement. */

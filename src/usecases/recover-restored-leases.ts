@@ -62,7 +62,7 @@ function leaseIssued(event: AuditEvent): Lease | null {
     return null;
   const handle: Record<string, string> =
     provider === 'jwt'
-      ? { jti: event.lease }
+      ? {}
       : Object.fromEntries(
           Object.entries(detail)
             .filter(([name]) => !NOT_HANDLE.has(name))

@@ -37,7 +37,8 @@ describe('a lease is durable before its credential leaves', () => {
     await expect(attempt).rejects.toBeInstanceOf(BrokerError);
     expect(revoked).toHaveLength(1);
     // The minted token's id is on the revocation list: even if it had leaked, introspection says inactive.
-    const jti = revoked[0]?.handle.jti as string;
+    // A broker JWT's id is its lease id.
+    const jti = revoked[0]?.id as string;
     expect(await broker.context.redis.exists(broker.context.keys.revokedJti(jti))).toBe(1);
     // And nothing half-written: no lease record, no index entry.
     expect(await deps.leases.get(jti)).toBeNull();

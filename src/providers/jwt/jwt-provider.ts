@@ -20,6 +20,7 @@ export function createJwtRevoker(deps: { redis: RedisClient; keys: RedisKeys }):
       const remainingMs = lease.expiresAtMs - nowMs;
       // Past exp the token is dead by its own claim: every verifier refuses it without our help.
       if (remainingMs <= 0) return { revocation: 'expired-at-source' };
+      // A lease written before the handle was left empty carries the token id as handle.jti (the same id).
       await redis.set(keys.revokedJti(lease.handle.jti ?? lease.id), '1', 'PX', remainingMs + 60_000);
       return { revocation: 'jwt-denylisted' };
     },
@@ -51,7 +52,8 @@ export function createJwtProvider(deps: {
         .setIssuedAt(Math.floor(issuedAtMs / 1000))
         .setExpirationTime(Math.floor(expiresAtMs / 1000))
         .sign(active.privateKey);
-      return { credential: { token, tokenType: 'Bearer' }, secret: token, handle: { jti: leaseId } };
+      // The token id is the lease id: nothing else to keep to revoke it.
+      return { credential: { token, tokenType: 'Bearer' }, secret: token, handle: {} };
     },
   };
 }
