@@ -44,7 +44,10 @@ export interface SharedDeps {
   entitlements: EntitlementStore;
   events: UseCaseEvents;
   nowMs: () => number;
+  /** Task, approval and revocation ids (domain/ids.ts). */
   newId: () => string;
+  /** Lease ids: shorter, they are stored about eight times per lease (domain/ids.ts). */
+  newLeaseId: () => string;
 }
 
 /** Everything an API use case may need; each one takes only the `Pick` it uses. */

@@ -39,6 +39,7 @@ export type IssueDeps = Pick<
   | 'events'
   | 'nowMs'
   | 'newId'
+  | 'newLeaseId'
 >;
 type Deps = IssueDeps;
 
@@ -196,7 +197,7 @@ async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
   const provider = deps.providers.get(grant.provider);
   if (!provider)
     throw new BrokerError('internal', 'provider missing', { detail: `no provider ${grant.provider}` });
-  const leaseId = deps.newId();
+  const leaseId = deps.newLeaseId();
   const expiresAtMs = nowMs + ttlSeconds * 1000;
   const minted = await provider.mint({
     leaseId,

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newId, newLeaseId } from '../domain/ids';
 import { createApprovalStore } from '../approvals/approval-store';
 import { createAuditLog } from '../audit/audit-log';
 import { ConfigError } from '../config/load-config';
@@ -211,6 +211,7 @@ export async function createSharedContext(options: {
       events: useCaseEvents(metrics, logger, { alerts, approvalNotifications }),
       nowMs,
       newId,
+      newLeaseId,
     },
     async close() {
       primary.stop();
@@ -224,6 +225,3 @@ export async function createSharedContext(options: {
     },
   };
 }
-
-/** Lease ids and task ids: 122 random bits (UUID v4), URL-safe, no dashes to trip anyone. */
-const newId = () => randomUUID().replaceAll('-', '');

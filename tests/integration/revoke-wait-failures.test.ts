@@ -88,7 +88,7 @@ describe('lease revoke --wait with a failing backend', () => {
     expect(result.stdout).toContain('settled 3 of 5 (revoked 3, irrevocable 2)');
     const [read1, read2, read3, write1, write2] = task.leaseIds as [string, string, string, string, string];
     // The irrevocable ones are listed, so on-call can act on them.
-    const listed = result.stdout.split('\n').filter((line) => /^[0-9a-f]{32}$/.test(line.trim()));
+    const listed = result.stdout.split('\n').filter((line) => /^[0-9A-Za-z]{22}$/.test(line.trim()));
     expect(listed.map((line) => line.trim()).sort()).toEqual([write1, write2].sort());
     expect(await Promise.all([read1, read2, read3, write1, write2].map(stateOf))).toEqual([
       'revoked',

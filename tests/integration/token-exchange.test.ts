@@ -94,7 +94,7 @@ describe('token exchange (RFC 8693): a CI job’s OIDC token in, its credentials
       issued_token_type: JWT_TYPE,
       token_type: 'Bearer',
       scope: 'artifacts:read artifacts:list',
-      lease_id: expect.stringMatching(/^[0-9a-f]{32}$/),
+      lease_id: expect.stringMatching(/^[0-9A-Za-z]{22}$/),
       task_id: expect.stringMatching(/^[0-9a-f]{32}$/),
     });
     expect(answer.body.expires_in).toBeGreaterThan(590);

@@ -122,7 +122,7 @@ export async function runJourney(broker: TestBroker, github: TestIssuer): Promis
     }).toString(),
   });
   expect(exchanged.status).toBe(200);
-  expect(((await exchanged.json()) as { lease_id: string }).lease_id).toMatch(/^[0-9a-f]{32}$/);
+  expect(((await exchanged.json()) as { lease_id: string }).lease_id).toMatch(/^[0-9A-Za-z]{22}$/);
 
   // The per-identity rate limit holds (counted in Redis): the request past it answers 429.
   const chatty = await broker.agents.sign({ sub: 'chatty' });
