@@ -39,7 +39,7 @@ const settings = {
   lagBatch: num('BENCH_LAG_BATCH', 2000, 500),
   lagTtlSeconds: num('BENCH_LAG_TTL_SECONDS', 5, 3),
   burst: num('BENCH_BURST', 10_000, 2000),
-  memoryLeases: num('BENCH_MEMORY_LEASES', 20_000, 3000),
+  memoryLeases: num('BENCH_MEMORY_LEASES', 100_000, 3000),
   bulkRevoke: num('BENCH_BULK_REVOKE', 10_000, 2000),
   watchdogSeconds: num('BENCH_WATCHDOG_SECONDS', 900, 240),
   /** The Sentinel phase: on unless BENCH_SENTINEL is 0 (or false, no, off). */
