@@ -115,6 +115,23 @@ async function run(env: BenchEnvironment) {
   for (const rate of settings.rates)
     brokerRates[rate] = await measured(env, `broker ${rate}/s`, 'api', atRate(longLived, rate));
   const floorAt1000 = await measured(env, 'floor  1000/s', 'floor', atRate(workload.floor(), 1000));
+  // Beside them: a caller presenting a new identity token on every request (no identity-cache hit).
+  log('issuance with a fresh identity token on every request (each verified; signed up front):');
+  const freshCount = Math.ceil(
+    ((warmupSeconds + measureSeconds) * Math.max(brokerSaturated.throughputPerSecond, 500) * 1.2) / 1,
+  );
+  const freshSaturated = await measured(
+    env,
+    'broker saturated, fresh tokens',
+    'api',
+    saturate(await workload.brokerFreshTokens(freshCount)),
+  );
+  const freshAt500 = await measured(
+    env,
+    'broker 500/s, fresh tokens',
+    'api',
+    atRate(await workload.brokerFreshTokens(Math.ceil((warmupSeconds + measureSeconds) * 500 * 1.2)), 500),
+  );
 
   const redis = new Redis(env.redis.url, { connectionName: 'bench' });
   try {
@@ -167,7 +184,18 @@ async function run(env: BenchEnvironment) {
         `CPU ms per lease ${JSON.stringify(bulk.cpuMsPerLease)}`,
     );
 
-    return { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst, bulk };
+    return {
+      floorSaturated,
+      brokerSaturated,
+      brokerRates,
+      floorAt1000,
+      freshSaturated,
+      freshAt500,
+      memory,
+      lag,
+      burst,
+      bulk,
+    };
   } finally {
     redis.disconnect();
   }
@@ -285,12 +313,11 @@ function sentinelRows(
 }
 
 function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
-  const { floorSaturated, brokerSaturated, brokerRates, floorAt1000, memory, lag, burst, bulk } = results;
+  const { floorSaturated, brokerSaturated, brokerRates, floorAt1000, freshSaturated, freshAt500 } = results;
+  const { memory, lag, burst, bulk } = results;
   const at1000 = brokerRates['1000'];
-  const errors = [floorSaturated, brokerSaturated, floorAt1000, ...Object.values(brokerRates)].reduce(
-    (sum, phase) => sum + phase.errors,
-    0,
-  );
+  const phases = [floorSaturated, brokerSaturated, floorAt1000, freshSaturated, freshAt500];
+  const errors = [...phases, ...Object.values(brokerRates)].reduce((sum, phase) => sum + phase.errors, 0);
   const rows: Row[] = [
     {
       measure: 'issuance saturated (broker)',
@@ -339,6 +366,16 @@ function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
       measure: 'p50 / p99 at 1,000/s (floor)',
       value: floorAt1000.latency.p50Ms,
       unit: `ms / ${floorAt1000.latency.p99Ms} ms`,
+    },
+    {
+      measure: 'saturated, fresh token each request',
+      value: freshSaturated.throughputPerSecond,
+      unit: `/s, ${freshSaturated.serverCpuMsPerRequest} API CPU ms`,
+    },
+    {
+      measure: 'p50 / p99 at 500/s, fresh tokens',
+      value: freshAt500.latency.p50Ms,
+      unit: `ms / ${freshAt500.latency.p99Ms} ms`,
     },
     { measure: 'failed requests (all load phases)', value: errors, unit: '', target: { op: '<=', limit: 0 } },
     { measure: `revocation lag p50 (${lag.leases} leases)`, value: lag.lag.p50Ms, unit: 'ms' },

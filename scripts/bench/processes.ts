@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -202,7 +203,16 @@ function writeConfig(dir: string, jwksFile: string, broker: Record<string, unkno
 
 const signer = (privateKey: CryptoKey) => (subject: string) => {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ iss: BENCH_ISSUER, aud: 'tasklease', sub: subject, iat: now, exp: now + 3000 })
+  // A jti of its own: two tokens signed in the same second are different tokens (the fresh-token phase).
+  const claims = {
+    iss: BENCH_ISSUER,
+    aud: 'tasklease',
+    sub: subject,
+    iat: now,
+    exp: now + 3000,
+    jti: randomUUID(),
+  };
+  return new SignJWT(claims)
     .setProtectedHeader({ alg: 'ES256', kid: 'bench-1', typ: 'JWT' })
     .sign(privateKey);
 };

@@ -10,10 +10,16 @@ export interface Workload {
   broker(ttlSeconds: number | (() => number)): Target;
   /** The same requests against the floor server (throws when `env` runs none). */
   floor(): Target;
+  /**
+   * Issuance requests each presenting an identity token never sent before (`count` are signed up front, then
+   * each is used once): every request verifies its token, none is answered from the identity cache.
+   */
+  brokerFreshTokens(count: number): Promise<Target>;
 }
 
 interface OwnedTask {
   token: string;
+  subject: string;
   taskId: string;
 }
 
@@ -26,7 +32,8 @@ export async function prepareWorkload(
   const agent = keepAliveAgent(4);
   const owned: OwnedTask[] = [];
   for (let i = 0; i < options.identities; i++) {
-    const token = await env.identityToken(`${options.subjectPrefix ?? 'bench-agent'}-${i}`);
+    const subject = `${options.subjectPrefix ?? 'bench-agent'}-${i}`;
+    const token = await env.identityToken(subject);
     for (let j = 0; j < options.tasksEach; j++) {
       const body = {
         purpose: 'benchmark',
@@ -37,7 +44,11 @@ export async function prepareWorkload(
       const reply = await send(agent, env.api.port, jsonRequest('/v1/tasks', token, body));
       if (reply.status !== 201)
         throw new Error(`declaring a task failed: ${reply.status} ${reply.body.toString()}`);
-      owned.push({ token, taskId: (JSON.parse(reply.body.toString()) as { taskId: string }).taskId });
+      owned.push({
+        token,
+        subject,
+        taskId: (JSON.parse(reply.body.toString()) as { taskId: string }).taskId,
+      });
     }
   }
   agent.destroy();
@@ -64,6 +75,30 @@ export async function prepareWorkload(
           const task = pick();
           const ttl = (ttlSeconds as () => number)();
           return jsonRequest(`/v1/tasks/${task.taskId}/credentials`, task.token, { grant, ttlSeconds: ttl });
+        },
+      };
+    },
+    async brokerFreshTokens(count) {
+      const subjects = [...new Set(owned.map((task) => task.subject))];
+      const pools = new Map<string, string[]>();
+      for (const subject of subjects) {
+        const tokens: string[] = [];
+        for (let i = 0; i < Math.ceil(count / subjects.length); i += 500)
+          tokens.push(...(await Promise.all(Array.from({ length: 500 }, () => env.identityToken(subject)))));
+        pools.set(subject, tokens);
+      }
+      const pick = roundRobin();
+      const used = new Map<string, number>();
+      return {
+        port: env.api.port,
+        next: () => {
+          const task = pick();
+          const pool = pools.get(task.subject) as string[];
+          const index = used.get(task.subject) ?? 0;
+          used.set(task.subject, index + 1);
+          // Past the pool the tokens come round again (and hit the cache): the pool is sized to the phase.
+          const token = pool[index % pool.length] as string;
+          return jsonRequest(`/v1/tasks/${task.taskId}/credentials`, token, { grant, ttlSeconds: 3600 });
         },
       };
     },
