@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -18,6 +19,8 @@ import { prepareWorkload } from './bench/workload';
  */
 
 const quick = process.argv.includes('--quick');
+/** `--soak`: only the soak (issuance at 1,000/s for BENCH_SOAK_SECONDS), minute by minute. */
+const soakOnly = process.argv.includes('--soak');
 const num = (name: string, full: number, short: number) => {
   const raw = process.env[name];
   const value = raw === undefined || raw === '' ? (quick ? short : full) : Number(raw);
@@ -42,6 +45,7 @@ const settings = {
   memoryLeases: num('BENCH_MEMORY_LEASES', 100_000, 3000),
   bulkRevoke: num('BENCH_BULK_REVOKE', 10_000, 2000),
   watchdogSeconds: num('BENCH_WATCHDOG_SECONDS', 900, 240),
+  soakSeconds: num('BENCH_SOAK_SECONDS', 600, 60),
   /** The Sentinel phase: on unless BENCH_SENTINEL is 0 (or false, no, off). */
   sentinel: !/^(0|false|no|off)$/i.test(process.env.BENCH_SENTINEL ?? ''),
 };
@@ -417,6 +421,80 @@ function rowsOf(results: Awaited<ReturnType<typeof run>>): Row[] {
   return rows;
 }
 
+/** The API's resident memory, from /proc (null where unavailable). */
+function rssBytes(pid: number | undefined): number | null {
+  try {
+    const line = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return line ? Number(line[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The soak: issuance at 1,000/s (open loop) for `soakSeconds`, in one-minute windows, leases of 120 s so they
+ * expire and are revoked all along (a steady state of about 120,000 active leases); each window's p50/p99
+ * and errors, and the API's RSS at the start and after each window: nothing may grow.
+ */
+async function runSoak(env: BenchEnvironment) {
+  const workload = await prepareWorkload(env, { identities: 4, tasksEach: 4 });
+  const target = workload.broker(120);
+  log(`warming up (${settings.jitWarmupSeconds} s, not recorded)...`);
+  await closedLoop(target, {
+    connections: settings.connections,
+    warmupMs: settings.jitWarmupSeconds * 1000,
+    durationMs: 1,
+  });
+  const pid = env.api.process.pid;
+  const rssStartBytes = rssBytes(pid);
+  log(
+    `soak: 1,000/s for ${settings.soakSeconds} s; API RSS at the start ${Math.round((rssStartBytes ?? 0) / 2 ** 20)} MiB`,
+  );
+  const windows: { minute: number; p50Ms: number; p99Ms: number; errors: number; rssBytes: number | null }[] =
+    [];
+  for (let minute = 1; minute <= Math.ceil(settings.soakSeconds / 60); minute++) {
+    const durationMs = Math.min(60, settings.soakSeconds - (minute - 1) * 60) * 1000;
+    const phase = await openLoop(target, { ratePerSecond: 1000, warmupMs: 0, durationMs });
+    const window = {
+      minute,
+      p50Ms: phase.latency.p50Ms,
+      p99Ms: phase.latency.p99Ms,
+      errors: phase.errors,
+      rssBytes: rssBytes(pid),
+    };
+    windows.push(window);
+    log(
+      `  minute ${minute}: p50 ${window.p50Ms} ms, p99 ${window.p99Ms} ms, errors ${window.errors}, API RSS ${Math.round((window.rssBytes ?? 0) / 2 ** 20)} MiB`,
+    );
+  }
+  return { rssStartBytes, rssEndBytes: windows.at(-1)?.rssBytes ?? null, windows };
+}
+
+function soakRows(soak: Awaited<ReturnType<typeof runSoak>>): Row[] {
+  const mib = (bytes: number | null) => Math.round((bytes ?? NaN) / 2 ** 20);
+  const p99s = soak.windows.map((window) => window.p99Ms);
+  return [
+    {
+      measure: 'soak at 1,000/s: p99, worst minute',
+      value: Math.max(...p99s),
+      unit: 'ms',
+      target: { op: '<=', limit: 15 },
+    },
+    { measure: 'soak: p99, first / last minute', value: p99s[0] ?? NaN, unit: `ms / ${p99s.at(-1)} ms` },
+    {
+      measure: 'soak: failed requests',
+      value: soak.windows.reduce((sum, window) => sum + window.errors, 0),
+      unit: '',
+      target: { op: '<=', limit: 0 },
+    },
+    {
+      measure: 'soak: API RSS start / end',
+      value: mib(soak.rssStartBytes),
+      unit: `MiB / ${mib(soak.rssEndBytes)} MiB`,
+    },
+  ];
+}
+
 async function main() {
   // The broker children run on this Node: anything older than 24 crashes in Cedar under load.
   if (Number(process.versions.node.split('.')[0]) < 24) {
@@ -450,12 +528,20 @@ async function main() {
   };
   process.once('SIGINT', () => abort('interrupted', 130));
   process.once('SIGTERM', () => abort('terminated', 143));
+  const watchdogSeconds = settings.watchdogSeconds + (soakOnly ? settings.soakSeconds : 0);
   const watchdog = setTimeout(
-    () => abort(`watchdog: still running after ${settings.watchdogSeconds} s`, 2),
-    settings.watchdogSeconds * 1000,
+    () => abort(`watchdog: still running after ${watchdogSeconds} s`, 2),
+    watchdogSeconds * 1000,
   );
   watchdog.unref();
   try {
+    if (soakOnly) {
+      const soak = await runSoak(env);
+      printTable(`tasklease bench --soak — ${startedAt}`, soakRows(soak));
+      const file = writeJson(resultsDir, { startedAt, settings, soak });
+      log(`\nJSON: ${path.relative(process.cwd(), file)}`);
+      return;
+    }
     const single = await run(env);
     let sentinel: SentinelResults | null = null;
     if (settings.sentinel) {
