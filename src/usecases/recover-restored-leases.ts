@@ -1,6 +1,7 @@
 import { serializeAuditEvent, type AuditEvent, type RawAuditEntry } from '../audit/audit-log';
 import { isSettled, type Lease, type ProviderKind, type TaskOutcome } from '../domain/types';
 import type { WorkerDeps } from './deps';
+import { leaseAuditFields } from './request-revocation';
 
 type Deps = Pick<WorkerDeps, 'leases' | 'tasks' | 'queue' | 'providers' | 'audit' | 'nowMs'>;
 
@@ -157,11 +158,7 @@ export async function recoverRestoredLeases(
       const requested = {
         type: 'lease.revoke_requested',
         atMs: nowMs,
-        issuer: held.issuer,
-        subject: held.subject,
-        task: held.taskId,
-        grant: held.grant,
-        lease: leaseId,
+        ...leaseAuditFields(held),
         actor: 'worker',
         reason,
         detail: { restored: true },
@@ -198,11 +195,7 @@ async function writeBack(
   const auditEntry = serializeAuditEvent({
     type: 'lease.restored',
     atMs: nowMs,
-    issuer: lease.issuer,
-    subject: lease.subject,
-    task: lease.taskId,
-    grant: lease.grant,
-    lease: lease.id,
+    ...leaseAuditFields(lease),
     actor: 'worker',
     reason: 'Redis was restored from an older snapshot; the lease is written back from the audit file',
     detail: { expiresAt: new Date(lease.expiresAtMs).toISOString(), revoking: Boolean(revokeReason) },
@@ -250,11 +243,7 @@ async function revokeAgain(
   await deps.leases.settle(lease, outcome, nowMs, {
     type: 'lease.settled',
     atMs: nowMs,
-    issuer: lease.issuer,
-    subject: lease.subject,
-    task: lease.taskId,
-    grant: lease.grant,
-    lease: lease.id,
+    ...leaseAuditFields(lease),
     actor: 'worker',
     reason: settled.reason,
     detail: { state: settled.state, revocation, revocationDetail: detail, restored: true },
