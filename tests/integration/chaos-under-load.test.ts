@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
-import { freePort, spawnTasklease, waitForHttp, type TaskleaseProcess } from '../support/processes';
+import { startServeProcess, type TaskleaseProcess } from '../support/processes';
 import { dataNodeArgs, startNode, type RedisNode } from '../support/redis-topology';
 
 const POLICIES = `
@@ -81,19 +81,7 @@ describe('the API killed with SIGKILL under load', () => {
     await broker?.close();
   });
 
-  const startServe = async () => {
-    const port = await freePort();
-    const proc = spawnTasklease(['serve'], {
-      TASKLEASE_CONFIG: broker.configFile,
-      REDIS_URL: testRedisUrl(),
-      TASKLEASE_SIGNING_KEYS: broker.signingKeysJson,
-      PORT: String(port),
-    });
-    processes.push(proc);
-    const url = `http://127.0.0.1:${port}`;
-    await waitForHttp(`${url}/readyz`, proc);
-    return { proc, url };
-  };
+  const startServe = () => startServeProcess({ ...broker, redisUrl: testRedisUrl() }, processes);
 
   it('three kills mid-load: every credential returned has its lease', async () => {
     const agent = await broker.agents.sign({ sub: 'busy-agent' }, { ttlSeconds: 3600 });

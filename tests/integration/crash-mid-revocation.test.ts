@@ -1,7 +1,13 @@
 import path from 'node:path';
 import { startTestBroker, testRedisUrl, waitFor, type TestBroker } from '../support/broker';
 import { tempDir } from '../support/fixtures';
-import { freePort, spawnTasklease, waitForHttp, type TaskleaseProcess } from '../support/processes';
+import {
+  freePort,
+  spawnTasklease,
+  startServeProcess,
+  waitForHttp,
+  type TaskleaseProcess,
+} from '../support/processes';
 
 /** Any agent may declare tasks and take any grant: this file is about revoking them. */
 const POLICIES = `
@@ -51,19 +57,7 @@ describe('SIGKILL mid bulk revocation', () => {
     await waitForHttp(worker.readyz, worker.proc);
     return worker;
   };
-  const startServe = async () => {
-    const port = await freePort();
-    const proc = spawnTasklease(['serve'], {
-      TASKLEASE_CONFIG: broker.configFile,
-      REDIS_URL: testRedisUrl(),
-      TASKLEASE_SIGNING_KEYS: broker.signingKeysJson,
-      PORT: String(port),
-    });
-    processes.push(proc);
-    const url = `http://127.0.0.1:${port}`;
-    await waitForHttp(`${url}/readyz`, proc);
-    return { proc, url };
-  };
+  const startServe = () => startServeProcess({ ...broker, redisUrl: testRedisUrl() }, processes);
   const exited = (proc: TaskleaseProcess) =>
     proc.child.exitCode !== null || proc.child.signalCode !== null
       ? Promise.resolve()

@@ -110,3 +110,24 @@ export async function waitForHttp(url: string, proc: TaskleaseProcess, timeoutMs
 }
 
 export { freePort };
+
+/**
+ * A real `tasklease serve` for a test broker's config, on the shared test Redis and a free port; pushed onto
+ * `started` (for the caller to stop) before it is waited for, ready when it resolves.
+ */
+export async function startServeProcess(
+  broker: { configFile: string; signingKeysJson: string; redisUrl: string },
+  started: TaskleaseProcess[],
+): Promise<{ proc: TaskleaseProcess; url: string }> {
+  const port = await freePort();
+  const proc = spawnTasklease(['serve'], {
+    TASKLEASE_CONFIG: broker.configFile,
+    REDIS_URL: broker.redisUrl,
+    TASKLEASE_SIGNING_KEYS: broker.signingKeysJson,
+    PORT: String(port),
+  });
+  started.push(proc);
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/readyz`, proc);
+  return { proc, url };
+}
