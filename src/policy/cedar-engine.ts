@@ -2,13 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
-import {
-  claimsUsed,
-  contextAttributesRead,
-  entityAttributesRead,
-  pruneClaims,
-  pruneRecord,
-} from './claims-used';
+import { attributesRead, prune, type ReadTree } from './claims-used';
 import type { PolicyRequest } from './vocabulary';
 
 export interface PolicyDecision {
@@ -104,10 +98,9 @@ export function createPolicyEngine(location: string): PolicyEngine {
   let setId = '';
   let policyCount = 0;
   let forbids = new Set<string>();
-  let claimNames: Set<string> | null = null;
-  let contextRead: Set<string> | null = null;
-  let principalRead: Set<string> | null = null;
-  let resourceRead: Set<string> | null = null;
+  let contextRead: ReadTree | null = null;
+  let principalRead: ReadTree | null = null;
+  let resourceRead: ReadTree | null = null;
   let workloadIds: { policyId: string; id: string }[] = [];
 
   const load = () => {
@@ -129,10 +122,9 @@ export function createPolicyEngine(location: string): PolicyEngine {
       throw new PolicyLoadError(parsed.errors.map((error) => error.message).join('; '));
     setId = nextId;
     forbids = nextForbids;
-    claimNames = claimsUsed(policyJson);
-    contextRead = contextAttributesRead(policyJson);
-    principalRead = entityAttributesRead(policyJson, 'principal');
-    resourceRead = entityAttributesRead(policyJson, 'resource');
+    contextRead = attributesRead(policyJson, 'context');
+    principalRead = attributesRead(policyJson, 'principal');
+    resourceRead = attributesRead(policyJson, 'resource');
     policyCount = Object.keys(policies).length;
     workloadIds = workloadIdsIn(named);
     return { policyCount };
@@ -149,19 +141,16 @@ export function createPolicyEngine(location: string): PolicyEngine {
     reload: load,
     readsContext: (attribute) => contextRead === null || contextRead.has(attribute),
     evaluate(request) {
-      // Cedar's cost grows with every attribute it is given: it gets only what some policy could read (the
-      // claims, the context, the principal's and the resource's attributes named in a condition).
+      // Cedar's cost grows with every attribute it is given: it gets only what some policy could read, down to
+      // the claim and the task field (`principal.claims.repository`, `context.task.ticket`).
       const entities = request.entities.map((entity) => {
         const { type, id } = entity.uid as { type?: string; id?: string };
         const isPrincipal = type === request.principal.type && id === request.principal.id;
         const isResource = type === request.resource.type && id === request.resource.id;
         if (!isPrincipal && !isResource) return entity;
-        const attrs = { ...pruneRecord(entity.attrs, isPrincipal ? principalRead : resourceRead) };
-        if (isPrincipal && attrs.claims)
-          attrs.claims = pruneClaims(attrs.claims as Record<string, string>, claimNames);
-        return { ...entity, attrs };
+        return { ...entity, attrs: prune(entity.attrs, isPrincipal ? principalRead : resourceRead) };
       });
-      const context = pruneRecord(request.context, contextRead) as typeof request.context;
+      const context = prune(request.context, contextRead);
       const answer = cedar.statefulIsAuthorized({
         ...request,
         context,

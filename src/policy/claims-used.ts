@@ -1,95 +1,85 @@
 import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
 
 /**
- * The attributes a policy set reads off one record (`<record>.<name>`, `<record> has <name>`): Cedar has no
- * dynamic attribute access, so each read names its attribute literally. Null when some policy uses the
- * record whole, or reaches it in a way no static reading can follow (`escapes`): then every attribute may be
- * read.
+ * What a policy set can read under one variable (`principal`, `resource`, `context`): each attribute it names
+ * and, under that, what it reads further (`context.task.ticket` reads `task` → `ticket`). `null` stands for
+ * a value read whole. Cedar has no dynamic attribute access, so every read names its attribute literally.
  */
-function attributesRead(
-  policies: readonly PolicyJson[],
-  target: { isRecord(node: unknown): boolean; escapes(node: Record<string, unknown>): boolean },
-): Set<string> | null {
-  const names = new Set<string>();
+export type ReadTree = Map<string, ReadTree | null>;
+
+type Variable = 'principal' | 'resource' | 'context';
+type Node = Record<string, unknown>;
+
+const isNode = (value: unknown): value is Node =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/**
+ * The attributes a policy set reads off `variable`, or null when it may read the value whole: a policy's
+ * condition uses the variable itself (`principal == …`, `resource in …`, `context` passed on), or, for an
+ * entity, reads an attribute off a root no static reading can follow (`Workload::"gh/x".kind` is the
+ * principal's own attribute when that workload asks). A scope's `principal == Workload::"…"` is not a
+ * condition: it names no attribute and needs none.
+ */
+export function attributesRead(policies: readonly PolicyJson[], variable: Variable): ReadTree | null {
+  const tree: ReadTree = new Map();
   let whole = false;
+  const add = (path: readonly string[]) => {
+    let at = tree;
+    for (const [index, name] of path.entries()) {
+      if (index === path.length - 1) return void at.set(name, null);
+      let next = at.get(name);
+      if (next === null) return; // already read whole
+      if (next === undefined) at.set(name, (next = new Map()));
+      at = next;
+    }
+  };
   const walk = (node: unknown): void => {
     if (whole || node === null || typeof node !== 'object') return;
     if (Array.isArray(node)) return node.forEach(walk);
-    const record = node as Record<string, unknown>;
+    const record = node as Node;
     for (const op of ['.', 'has'] as const) {
-      const access = record[op] as { left?: unknown; attr?: string | string[] } | undefined;
-      if (access && target.isRecord(access.left)) {
-        names.add(Array.isArray(access.attr) ? (access.attr[0] as string) : (access.attr as string));
+      const access = record[op];
+      if (!isNode(access) || !('left' in access)) continue;
+      // Follow a chain of `.` down to its root: `context.task.ticket` is `task`, `ticket` off `context`.
+      const path = (Array.isArray(access.attr) ? access.attr : [access.attr]) as string[];
+      let root = access.left;
+      while (isNode(root) && isNode(root['.'])) {
+        const inner = root['.'];
+        path.unshift(inner.attr as string);
+        root = inner.left;
+      }
+      if (isNode(root) && typeof root.Var === 'string') {
+        if (root.Var === variable) add(path);
         return;
       }
+      if (variable !== 'context') {
+        whole = true;
+        return;
+      }
+      return walk(root);
     }
-    if (target.isRecord(record) || target.escapes(record)) {
+    if (record.Var === variable) {
       whole = true;
       return;
     }
     Object.values(record).forEach(walk);
   };
   policies.forEach(walk);
-  return whole ? null : names;
+  return whole ? null : tree;
 }
 
-const isClaimsRecord = (node: unknown): boolean => {
-  const access = (node as { '.'?: { left?: { Var?: string }; attr?: string } } | null)?.['.'];
-  return access?.attr === 'claims' && access.left?.Var === 'principal';
-};
+/** A record Cedar reads attributes off; an entity reference or an extension value stays as it is. */
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  isNode(value) && !('__entity' in value) && !('__extn' in value);
 
 /**
- * The claim names a policy set can read, or null (all). Passing Cedar only these claims cannot change a
- * decision, and Cedar's cost grows with every attribute. `claims` read off anything but `principal` itself
- * (`Workload::"dev/x".claims`, `(if .. then principal else ..).claims`) has no static answer: all claims.
+ * The value with only what `tree` reads (itself when `tree` is null). Only its own attributes: nothing
+ * inherited from Object.prototype slips into a policy request. Passing Cedar only these cannot change a
+ * decision, and Cedar's cost grows with every attribute it is given.
  */
-export const claimsUsed = (policies: readonly PolicyJson[]): Set<string> | null =>
-  attributesRead(policies, {
-    isRecord: isClaimsRecord,
-    escapes: (node) => (node['.'] as { attr?: string } | undefined)?.attr === 'claims',
-  });
-
-/**
- * The `context` attributes a policy set reads (`context.x`, `context has x`), or null when some policy uses
- * `context` whole: then every attribute may be read. Lets the broker skip a lookup (entitlements) whose
- * answer no policy could see.
- */
-export const contextAttributesRead = (policies: readonly PolicyJson[]): Set<string> | null =>
-  attributesRead(policies, {
-    isRecord: (node) => (node as { Var?: string } | null)?.Var === 'context',
-    escapes: () => false,
-  });
-
-/**
- * The attributes a policy set reads off `principal` or `resource` (`principal.kind`, `resource has
- * provider`), or null when some policy's condition uses the variable whole (`principal == …`, `resource in
- * …`): then every attribute may be read. (A scope's `principal == Workload::"…"` is not a condition: it
- * names no attribute and needs none.)
- */
-export const entityAttributesRead = (
-  policies: readonly PolicyJson[],
-  variable: 'principal' | 'resource',
-): Set<string> | null =>
-  attributesRead(policies, {
-    isRecord: (node) => (node as { Var?: string } | null)?.Var === variable,
-    escapes: () => false,
-  });
-
-/** The record with only the attributes in `used` (itself when `used` is null). */
-export function pruneRecord<T>(record: Record<string, T>, used: Set<string> | null): Record<string, T> {
-  if (!used) return record;
-  const out: Record<string, T> = {};
-  for (const name of used) if (Object.hasOwn(record, name)) out[name] = record[name] as T;
-  return out;
-}
-
-/** The claims record with only the names in `used` (all of it when `used` is null). */
-export function pruneClaims(
-  claims: Record<string, string>,
-  used: Set<string> | null,
-): Record<string, string> {
-  if (!used) return claims;
-  const out: Record<string, string> = {};
-  for (const name of used) if (Object.hasOwn(claims, name)) out[name] = claims[name] as string;
-  return out;
+export function prune<T>(value: T, tree: ReadTree | null): T {
+  if (tree === null || !isRecord(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [name, below] of tree) if (Object.hasOwn(value, name)) out[name] = prune(value[name], below);
+  return out as T;
 }

@@ -3,10 +3,20 @@ import path from 'node:path';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { PolicyJson } from '@cedar-policy/cedar-wasm/nodejs';
 import { createPolicyEngine } from '../../src/policy/cedar-engine';
-import { claimsUsed, entityAttributesRead, pruneClaims, pruneRecord } from '../../src/policy/claims-used';
+import { attributesRead, prune, type ReadTree } from '../../src/policy/claims-used';
 import { issueRequest } from '../../src/policy/vocabulary';
 import type { Identity } from '../../src/domain/types';
 import { tempDir } from '../support/fixtures';
+
+/** The names a tree reads at its top, sorted, or null (read whole). */
+const names = (tree: ReadTree | null | undefined) => (tree == null ? null : [...tree.keys()].sort());
+/** The claim names the policies read off the principal (null: all of them). */
+const claimsUsed = (policies: PolicyJson[]) => {
+  const principal = attributesRead(policies, 'principal');
+  if (principal === null) return null;
+  const claims = principal.get('claims');
+  return claims === undefined ? [] : names(claims);
+};
 
 const json = (...texts: string[]): PolicyJson[] =>
   texts.map((text) => {
@@ -49,16 +59,16 @@ describe('which claims a policy set can read', () => {
       null,
     ],
   ])('%s', (_label, texts, expected) => {
-    const used = claimsUsed(json(...texts));
-    expect(used === null ? null : [...used].sort()).toEqual(expected);
+    expect(claimsUsed(json(...texts))).toEqual(expected);
   });
 
   it('prunes to the used names, and keeps everything when the record is used whole', () => {
     const claims = { a: '1', b: '2', c: '3' };
-    expect(pruneClaims(claims, new Set(['a', 'z']))).toEqual({ a: '1' });
-    expect(pruneClaims(claims, null)).toBe(claims);
+    const reading = (...read: string[]): ReadTree => new Map(read.map((name) => [name, null]));
+    expect(prune(claims, reading('a', 'z'))).toEqual({ a: '1' });
+    expect(prune(claims, null)).toBe(claims);
     // Only the token's own claims: nothing inherited from Object.prototype slips into a policy request.
-    expect(pruneClaims(claims, new Set(['constructor', 'toString']))).toEqual({});
+    expect(prune(claims, reading('constructor', 'toString'))).toEqual({});
   });
 
   it('gives the same decisions with pruned claims, including a claim that is missing', () => {
@@ -151,8 +161,9 @@ describe('which principal, resource and context attributes a policy set can read
       null,
     ],
   ])('%s', (_label, text, variable, expected) => {
-    const read = entityAttributesRead(json(text), variable);
-    expect(read === null ? null : [...read].sort()).toEqual(expected === null ? null : [...expected].sort());
+    expect(names(attributesRead(json(text), variable))).toEqual(
+      expected === null ? null : [...expected].sort(),
+    );
   });
 
   it('gives the same decisions when Cedar gets only the attributes the policies read', () => {
@@ -210,8 +221,104 @@ describe('which principal, resource and context attributes a policy set can read
   });
 
   it('keeps only the named attributes of a record, never an inherited one', () => {
-    expect(pruneRecord({ a: 1, b: 2 }, new Set(['a', 'toString']))).toEqual({ a: 1 });
+    expect(
+      prune(
+        { a: 1, b: 2 },
+        new Map([
+          ['a', null],
+          ['toString', null],
+        ]),
+      ),
+    ).toEqual({ a: 1 });
     const whole = { a: 1 };
-    expect(pruneRecord(whole, null)).toBe(whole);
+    expect(prune(whole, null)).toBe(whole);
+  });
+
+  it.each<[string, string, 'principal' | 'resource' | 'context', unknown]>([
+    [
+      'a field of the task, and one presence test',
+      'permit(principal, action, resource) when { context.task.ticket like "OPS-*" && context.task has ref };',
+      'context',
+      { task: { ticket: 'OPS-1', ref: '' } },
+    ],
+    [
+      'a set read whole under the task',
+      'permit(principal, action, resource) when { context.task.grants.contains("g") && context.ttlSeconds < 60 };',
+      'context',
+      { task: { grants: ['g', 'h'] }, ttlSeconds: 30 },
+    ],
+    [
+      'the task whole beside one of its fields',
+      'permit(principal, action, resource) when { context.task.ticket == "x" && context.task != {} };',
+      'context',
+      { task: { id: 't', purpose: 'p', ticket: 'OPS-1', ref: '', grants: ['g', 'h'], ageSeconds: 3 } },
+    ],
+    [
+      'an attribute read off an entity literal, which may be the principal itself',
+      'permit(principal, action, resource) when { Workload::"gh/s".kind == "ci" };',
+      'principal',
+      { issuer: 'gh', kind: 'ci', claims: { a: '1', b: '2' } },
+    ],
+    [
+      'claims of the principal, down to the claim',
+      'permit(principal, action, resource) when { principal.claims.a == "1" && principal.issuer == "gh" };',
+      'principal',
+      { issuer: 'gh', claims: { a: '1' } },
+    ],
+  ])('prunes nested records to what is read: %s', (_label, text, variable, expected) => {
+    const values = {
+      context: {
+        task: { id: 't', purpose: 'p', ticket: 'OPS-1', ref: '', grants: ['g', 'h'], ageSeconds: 3 },
+        ttlSeconds: 30,
+        approved: false,
+      },
+      principal: { issuer: 'gh', kind: 'ci', claims: { a: '1', b: '2' } },
+      resource: { provider: 'jwt' },
+    };
+    expect(prune(values[variable], attributesRead(json(text), variable))).toEqual(expected);
+  });
+
+  it('gives the same decisions with the task pruned to the fields the policies read', () => {
+    const dir = tempDir('task-fields');
+    const file = path.join(dir, 'p.cedar');
+    writeFileSync(
+      file,
+      `@id("ops") permit(principal, action == Action::"issue", resource) when { context.task.ticket like "OPS-*" && context.task.grants.contains("g") };
+       @id("no-ref") forbid(principal, action == Action::"issue", resource) unless { context.task has ref && context.task.ref like "refs/heads/*" };`,
+    );
+    const engine = createPolicyEngine(file);
+    const identity = {
+      issuer: 'gh',
+      kind: 'github-actions',
+      subject: 's',
+      claims: {},
+    } as unknown as Identity;
+    const decide = (ticket: string, ref: string, grants: string[]) =>
+      engine.evaluate(
+        issueRequest(
+          identity,
+          {
+            id: 't',
+            issuer: 'gh',
+            subject: 's',
+            kind: 'github-actions',
+            purpose: 'a purpose no policy reads',
+            ticket,
+            ref,
+            grants,
+            createdAtMs: 0,
+            expiresAtMs: 1,
+            state: 'open',
+            activeLeases: 0,
+          },
+          { name: 'g', provider: 'jwt', sensitivity: 'low', approval: 'none' },
+          { ttlSeconds: 60, approved: false },
+          0,
+        ),
+      ).reason;
+    expect(decide('OPS-1', 'refs/heads/main', ['g'])).toBe('permitted by ops');
+    expect(decide('OPS-1', 'refs/tags/v1', ['g'])).toBe('forbidden by no-ref');
+    expect(decide('DEV-1', 'refs/heads/main', ['g'])).toBe('no permit policy matched');
+    expect(decide('OPS-1', 'refs/heads/main', ['h'])).toBe('no permit policy matched');
   });
 });

@@ -2,7 +2,7 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { Approval } from '../../src/approvals/approval';
 import { entitlementStatus, recordStatus } from '../../src/entitlements/records';
 import { matchesSubjectPattern } from '../../src/entitlements/subject-pattern';
-import { contextAttributesRead } from '../../src/policy/claims-used';
+import { attributesRead } from '../../src/policy/claims-used';
 
 describe('subject patterns: * is any run of characters, the whole subject must match', () => {
   const cases: [string, string, boolean][] = [
@@ -79,13 +79,15 @@ describe('which context attributes a policy set reads (decides whether entitleme
   const read = (text: string) => {
     const parts = cedar.policySetTextToParts(text);
     if (parts.type === 'failure') throw new Error('bad policy');
-    return contextAttributesRead(
+    const tree = attributesRead(
       parts.policies.map((policy) => {
         const json = cedar.policyToJson(policy);
         if (json.type === 'failure') throw new Error('bad policy');
         return json.json;
       }),
+      'context',
     );
+    return tree && tree.keys();
   };
   it.each([
     ['permit(principal, action, resource) when { context.ttlSeconds < 60 };', ['ttlSeconds']],
