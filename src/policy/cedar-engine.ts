@@ -143,12 +143,16 @@ export function createPolicyEngine(location: string): PolicyEngine {
     evaluate(request) {
       // Cedar's cost grows with every attribute it is given: it gets only what some policy could read, down to
       // the claim and the task field (`principal.claims.repository`, `context.task.ticket`).
-      const entities = request.entities.map((entity) => {
+      // An entity left with no attribute and no parent is dropped: nothing could read it, and `==`/`in` on
+      // its uid need no entity.
+      const entities = request.entities.flatMap((entity) => {
         const { type, id } = entity.uid as { type?: string; id?: string };
         const isPrincipal = type === request.principal.type && id === request.principal.id;
         const isResource = type === request.resource.type && id === request.resource.id;
-        if (!isPrincipal && !isResource) return entity;
-        return { ...entity, attrs: prune(entity.attrs, isPrincipal ? principalRead : resourceRead) };
+        if (!isPrincipal && !isResource) return [entity];
+        const attrs = prune(entity.attrs, isPrincipal ? principalRead : resourceRead);
+        const bare = Object.keys(attrs).length === 0 && (entity.parents ?? []).length === 0;
+        return bare ? [] : [{ ...entity, attrs }];
       });
       const context = prune(request.context, contextRead);
       const answer = cedar.statefulIsAuthorized({
