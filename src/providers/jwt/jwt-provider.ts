@@ -1,4 +1,4 @@
-import { SignJWT } from 'jose';
+import { CompactSign } from 'jose';
 import type { RedisClient } from '../../redis/connection';
 import type { RedisKeys } from '../../redis/keys';
 import type { CredentialProvider, CredentialRevoker } from '../provider';
@@ -27,6 +27,8 @@ export function createJwtRevoker(deps: { redis: RedisClient; keys: RedisKeys }):
   };
 }
 
+const encoder = new TextEncoder();
+
 /** Broker-signed access tokens (the API's provider). `jti` is the lease id, so a token always leads back to its lease. */
 export function createJwtProvider(deps: {
   revoker: CredentialRevoker;
@@ -39,18 +41,21 @@ export function createJwtProvider(deps: {
     async mint({ leaseId, grant, identity, task, issuedAtMs, expiresAtMs, scopes }) {
       if (grant.provider !== 'jwt') throw new Error('jwt provider given a non-jwt grant');
       const { active } = signingKeys;
-      const token = await new SignJWT({
+      // The claims serialised here, in the order jose's SignJWT writes them (its builder deep-copies and
+      // re-validates them on every call, which issuance does not need): the same bytes.
+      const claims = {
         task: task.id,
         scope: (scopes ?? grant.scopes).join(' '),
         iss_name: identity.issuer,
-      })
+        iss: brokerIssuer,
+        sub: identity.subject,
+        aud: grant.audience,
+        jti: leaseId,
+        iat: Math.floor(issuedAtMs / 1000),
+        exp: Math.floor(expiresAtMs / 1000),
+      };
+      const token = await new CompactSign(encoder.encode(JSON.stringify(claims)))
         .setProtectedHeader({ alg: active.alg, kid: active.kid, typ: 'at+jwt' })
-        .setIssuer(brokerIssuer)
-        .setSubject(identity.subject)
-        .setAudience(grant.audience)
-        .setJti(leaseId)
-        .setIssuedAt(Math.floor(issuedAtMs / 1000))
-        .setExpirationTime(Math.floor(expiresAtMs / 1000))
         .sign(active.privateKey);
       // The token id is the lease id: nothing else to keep to revoke it.
       return { credential: { token, tokenType: 'Bearer' }, secret: token, handle: {} };
