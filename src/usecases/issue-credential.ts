@@ -147,13 +147,14 @@ const grantFacts = (name: string, grant: GrantConfig) => ({
   entitlement: grant.entitlement,
 });
 
+/**
+ * Who and which task, as every lease event says it (leaseAuditFields). The task's ticket and ref are facts of
+ * the task, in its `task.declared`: a credential event names the task rather than repeating them.
+ */
 const whoOf = ({ identity, task }: Pick<IssueRequest, 'identity' | 'task'>) => ({
   issuer: identity.issuer,
   subject: identity.subject,
   task: task.id,
-  // An empty ticket or ref is left out of the event (the task's own record says it is empty).
-  ...(task.ticket ? { ticket: task.ticket } : {}),
-  ...(task.ref ? { ref: task.ref } : {}),
 });
 
 /** A refusal, audited (`credential.denied`) with its reason: the policy's, or the missing entitlement. */

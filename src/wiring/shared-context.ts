@@ -99,7 +99,7 @@ async function connectChecked(config: Config, target: RedisTarget, logger: Logge
   for (const { address, value } of await smallListpackValues(redis))
     logger.warn(
       { address, current: value, recommended: RECOMMENDED_LISTPACK_VALUE },
-      'Redis hash-max-listpack-value is small: each lease costs ~400 B more (see docs/architecture.md)',
+      'Redis hash-max-listpack-value is small: an STS or Vault lease costs ~700 B more (see docs/architecture.md)',
     );
   if (target.kind !== 'single' && config.broker.replicaAcks === 0)
     logger.warn(

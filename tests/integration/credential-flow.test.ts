@@ -1,5 +1,6 @@
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { startTestBroker, waitFor, type TestBroker } from '../support/broker';
+import { reconstructTask } from '../../src/cli/task-reconstruction';
 
 describe('an agent declares a task, asks for credentials, and completes it', () => {
   let broker: TestBroker;
@@ -87,6 +88,49 @@ describe('an agent declares a task, asks for credentials, and completes it', () 
     expect(events.find((event) => event.type === 'lease.revoke_requested')).toMatchObject({
       reason: 'the caller disconnected before the credential was returned',
     });
+  });
+
+  it("records a credential's event naming its task, and task show still rebuilds the task's ticket and ref", async () => {
+    const task = await declare(agent);
+    const taskId = task.body.taskId as string;
+    const issued = await broker.call('POST', `/v1/tasks/${taskId}/credentials`, agent, {
+      grant: 'artifacts-read',
+      ttlSeconds: 120,
+    });
+    expect(issued.status).toBe(201);
+    const raw = await broker.context.deps.audit.queryRaw({ task: taskId, limit: 100 });
+    const events = raw.map((entry) => JSON.parse(entry.json) as Record<string, unknown>);
+    const event = events.find((candidate) => candidate.type === 'credential.issued') as Record<
+      string,
+      unknown
+    >;
+    // Who, which task, which grant and lease, which token and credential (hashes), why, and the request's
+    // terms; the task's ticket and ref are its task.declared's.
+    expect(Object.keys(event).sort()).toEqual(
+      [
+        'atMs',
+        'credentialSha256',
+        'detail',
+        'grant',
+        'issuer',
+        'lease',
+        'reason',
+        'subject',
+        'task',
+        'tokenSha256',
+        'type',
+      ].sort(),
+    );
+    expect(event).toMatchObject({ task: taskId, lease: issued.body.leaseId, grant: 'artifacts-read' });
+    expect(events.find((candidate) => candidate.type === 'task.declared')).toMatchObject({
+      ticket: 'OPS-7',
+      ref: 'refs/heads/main',
+    });
+    const story = reconstructTask(taskId, raw);
+    expect(story.task).toMatchObject({ ticket: 'OPS-7', ref: 'refs/heads/main', purpose: 'nightly report' });
+    expect(story.leases).toEqual([
+      expect.objectContaining({ lease: issued.body.leaseId, grant: 'artifacts-read', state: 'active' }),
+    ]);
   });
 
   it('issues a JWT bound to the task, scoped to the grant, verifiable with the published JWKS', async () => {
