@@ -3,25 +3,18 @@ import type { AuditEvent } from '../audit/audit-log';
 import type { GrantConfig } from '../config/schema';
 import { BrokerError } from '../domain/errors';
 import type { Identity, Lease } from '../domain/types';
-import type { Approval } from '../approvals/approval';
-import { decideIssue } from '../policy/issue-decision';
-import { issueRequest, type EntitlementFacts } from '../policy/vocabulary';
+import { decideIssue, type IssueOutcome } from '../policy/issue-decision';
+import { issueRequest } from '../policy/vocabulary';
+import type { CredentialProvider, MintedCredential } from '../providers/provider';
 import type { StoredTask } from '../tasks/task-store';
 import type { BrokerDeps } from './deps';
 import { entitlementMatters, findEntitlement } from './find-entitlement';
+import type { IssueCredentialInput, IssueRequest } from './issue-request';
 import { loadOwnTask } from './load-own-task';
-import { quotaError, recordLease } from './record-lease';
+import { checkLeaseQuota, recordLease } from './record-lease';
 import { checkPresentedApproval, requestStepUp, type PendingStepUp } from './step-up';
 
-export interface IssueCredentialInput {
-  grant: string;
-  ttlSeconds?: number;
-  reason?: string;
-  /** Narrows a jwt grant's scopes (token exchange's `scope`); never widens them. */
-  scopes?: readonly string[];
-  /** A step-up approval for this task, grant and TTL, once an approver has approved it. */
-  approvalId?: string;
-}
+export type { IssueCredentialInput } from './issue-request';
 
 /** What issuing needs; token exchange, which issues, takes these and its own. */
 export type IssueDeps = Pick<
@@ -29,7 +22,6 @@ export type IssueDeps = Pick<
   | 'config'
   | 'tasks'
   | 'leases'
-  | 'queue'
   | 'policy'
   | 'providers'
   | 'audit'
@@ -43,16 +35,28 @@ export type IssueDeps = Pick<
 >;
 type Deps = IssueDeps;
 
+/** A credential as the caller gets it. */
+export interface IssuedCredential {
+  leaseId: string;
+  grant: string;
+  provider: GrantConfig['provider'];
+  expiresAt: string;
+  /** When an STS session dies at its source, if later than the lease (sessions last at least 15 minutes). */
+  notAfter: string | undefined;
+  credential: MintedCredential['credential'];
+}
+
 /** A credential call's answer: the credential, or (202) the step-up request it waits on. */
-export type IssueResult = Awaited<ReturnType<typeof mint>> | { pending: PendingStepUp };
+export type IssueResult = IssuedCredential | { pending: PendingStepUp };
 
 const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /**
- * verify identity (done by the caller) → load task → entitlement (when the grant or a policy needs one) →
- * evaluate policy (→ step-up: a human approves first) →
- * provider mints → record lease (with its audit entry, atomically) → schedule revocation. The lease is
- * durable before the credential leaves.
+ * One credential call, step by step, each reading the request the first steps built:
+ * task → check-grant → clamp-ttl → entitlement (when the grant or a policy needs one) → approval (one
+ * presented) → policy (→ step-up: a human approves first) → lease quota → mint → record (the lease, its
+ * schedule and its audit entry, atomically). The identity was verified by the caller. The lease is durable
+ * before the credential leaves.
  */
 export async function issueCredential(
   deps: Deps,
@@ -67,8 +71,83 @@ export async function issueCredential(
     live: deps.policy.readsContext('activeLeases'),
   });
   const grant = checkGrant(deps, task, input.grant);
-  const scopes = narrowScopes(grant, input.scopes);
-  // Clamped, never refused: the grant's maximum and the task's remaining time bound every lease.
+  const request: IssueRequest = {
+    identity,
+    task,
+    input,
+    grant,
+    scopes: narrowScopes(grant, input.scopes),
+    ttlSeconds: clampTtl(grant, task, input, nowMs),
+    entitlement: null,
+    approval: null,
+    nowMs,
+  };
+
+  // Checked against now on every request: an expired or revoked entitlement (or enrolment) stops issuance.
+  if (entitlementMatters(deps.policy, grant))
+    request.entitlement = await findEntitlement(deps, identity, input.grant, nowMs);
+  if (grant.entitlement === 'required' && !request.entitlement)
+    return deny(deps, request, 'not_entitled', 'no active entitlement to the grant');
+
+  if (input.approvalId) {
+    const presented = await checkPresentedApproval(deps, input.approvalId, request);
+    if (presented.pending) return { pending: presented.pending };
+    request.approval = presented.approval;
+  }
+
+  const outcome = decide(deps, request);
+  if (outcome.kind === 'deny') return deny(deps, request, 'policy_denied', outcome.decision.reason);
+  if (outcome.kind === 'step-up')
+    return { pending: await requestStepUp(deps, request, outcome.decision.reason) };
+
+  await checkLeaseQuota(deps, { taskId: task.id, issuer: identity.issuer, subject: identity.subject });
+  const { provider, lease, minted } = await mint(deps, request);
+  await recordLease(deps, provider, lease, {
+    audit: issuedEvent(request, lease, minted, outcome.decision.reason),
+    approvalId: request.approval?.id,
+    nowMs,
+  });
+  deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
+  return {
+    leaseId: lease.id,
+    grant: input.grant,
+    provider: grant.provider,
+    expiresAt: new Date(lease.expiresAtMs).toISOString(),
+    notAfter: minted.notAfterMs ? new Date(minted.notAfterMs).toISOString() : undefined,
+    credential: minted.credential,
+  };
+}
+
+/** check-grant: the task is open, the grant exists and the task declared it. */
+function checkGrant(deps: Pick<Deps, 'config'>, task: StoredTask, grantName: string): GrantConfig {
+  if (task.state !== 'open') throw new BrokerError('task_not_open', `the task is ${task.state}`);
+  // Own keys only: `constructor` or `__proto__` must not pass for a grant.
+  const grant = Object.hasOwn(deps.config.grants, grantName) ? deps.config.grants[grantName] : undefined;
+  if (!grant) throw new BrokerError('unknown_grant', `unknown grant: ${grantName}`);
+  if (task.grants.length > 0 && !task.grants.includes(grantName)) {
+    throw new BrokerError('grant_not_declared', `the task did not declare grant ${grantName}`);
+  }
+  return grant;
+}
+
+/** The scopes asked for, when they narrow the grant's; refused when they would widen them. */
+function narrowScopes(
+  grant: GrantConfig,
+  asked: readonly string[] | undefined,
+): readonly string[] | undefined {
+  if (!asked) return undefined;
+  const allowed: readonly string[] = grant.provider === 'jwt' ? grant.scopes : [];
+  const extra = asked.filter((scope) => !allowed.includes(scope));
+  if (extra.length > 0)
+    throw new BrokerError(
+      'invalid_scope',
+      `scope may only narrow the grant's scopes; not allowed: ${extra.join(' ')}`,
+    );
+  return [...new Set(asked)];
+}
+
+/** clamp-ttl: clamped, never refused. The grant's maximum and the task's remaining time bound every lease. */
+function clampTtl(grant: GrantConfig, task: StoredTask, input: IssueCredentialInput, nowMs: number) {
   const taskRemainingSeconds = Math.floor((task.expiresAtMs - nowMs) / 1000);
   const ttlSeconds = Math.min(
     input.ttlSeconds ?? grant.maxTtlSeconds,
@@ -76,76 +155,25 @@ export async function issueCredential(
     taskRemainingSeconds,
   );
   if (ttlSeconds < 1) throw new BrokerError('task_not_open', 'the task expires in less than a second');
+  return ttlSeconds;
+}
 
-  // Checked against now on every request: an expired or revoked entitlement (or enrolment) stops issuance.
-  const entitlement = entitlementMatters(deps.policy, grant)
-    ? await findEntitlement(deps, identity, input.grant, nowMs)
-    : null;
-  if (grant.entitlement === 'required' && !entitlement)
-    return deny(deps, { identity, task, input, nowMs }, 'not_entitled', 'no active entitlement to the grant');
-
-  let approval: Approval | null = null;
-  if (input.approvalId) {
-    const bound = { task, grant: input.grant, ttlSeconds, nowMs };
-    const presented = await checkPresentedApproval(deps, input.approvalId, bound);
-    if (presented.pending) return { pending: presented.pending };
-    approval = presented.approval;
-  }
-  const request: IssueRequest = {
-    identity,
-    task,
-    grant,
-    input,
-    ttlSeconds,
-    scopes,
-    approval,
-    entitlement,
-    nowMs,
+/** policy: Cedar decides on this request, as unapproved and (to tell step-up from deny) as approved. */
+function decide(deps: Pick<Deps, 'policy'>, request: IssueRequest): IssueOutcome {
+  const { identity, task, input, grant, ttlSeconds, entitlement, approval, nowMs } = request;
+  const facts = {
+    name: input.grant,
+    provider: grant.provider,
+    sensitivity: grant.sensitivity,
+    approval: grant.approval,
+    entitlement: grant.entitlement,
   };
-  const outcome = decideIssue(
+  return decideIssue(
     deps.policy,
-    (approved) =>
-      issueRequest(
-        identity,
-        task,
-        grantFacts(input.grant, grant),
-        { ttlSeconds, approved, entitlement },
-        nowMs,
-      ),
+    (approved) => issueRequest(identity, task, facts, { ttlSeconds, approved, entitlement }, nowMs),
     { approvalRequired: grant.approval === 'required', approvedPresented: approval !== null },
   );
-  if (outcome.kind === 'deny') return deny(deps, request, 'policy_denied', outcome.decision.reason);
-  if (outcome.kind === 'step-up') {
-    const ask = { identity, task, grant: input.grant, ttlSeconds, reason: input.reason, nowMs };
-    return { pending: await requestStepUp(deps, { ...ask, policyReason: outcome.decision.reason }) };
-  }
-  const issued = await mint(deps, request, outcome.decision.reason);
-  deps.events.issued(input.grant, grant.provider, performance.now() - startedMs);
-  return issued;
 }
-
-/** Everything one credential call settled on before the policy decided. */
-interface IssueRequest {
-  identity: Identity;
-  task: StoredTask;
-  grant: GrantConfig;
-  input: IssueCredentialInput;
-  ttlSeconds: number;
-  scopes: readonly string[] | undefined;
-  /** The step-up approval presented (approved, bound to this request), used up with the lease. */
-  approval: Approval | null;
-  /** The workload's active entitlement to the grant, when it was looked up and found. */
-  entitlement: EntitlementFacts | null;
-  nowMs: number;
-}
-
-const grantFacts = (name: string, grant: GrantConfig) => ({
-  name,
-  provider: grant.provider,
-  sensitivity: grant.sensitivity,
-  approval: grant.approval,
-  entitlement: grant.entitlement,
-});
 
 /**
  * Who and which task, as every lease event says it (leaseAuditFields). The task's ticket and ref are facts of
@@ -160,7 +188,7 @@ const whoOf = ({ identity, task }: Pick<IssueRequest, 'identity' | 'task'>) => (
 /** A refusal, audited (`credential.denied`) with its reason: the policy's, or the missing entitlement. */
 async function deny(
   deps: Deps,
-  request: Pick<IssueRequest, 'identity' | 'task' | 'input' | 'nowMs'>,
+  request: IssueRequest,
   code: 'policy_denied' | 'not_entitled',
   reason: string,
 ): Promise<never> {
@@ -184,17 +212,12 @@ async function deny(
   throw new BrokerError('policy_denied', `the policy does not permit grant ${input.grant} for this task`);
 }
 
-/** quota → provider mints → lease and audit entry recorded (the approval used up with them) → expiry job. */
-async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
-  const { identity, task, grant, input, ttlSeconds, scopes, approval, nowMs } = request;
-  const overQuota = await deps.leases.quotaReached(
-    { taskId: task.id, issuer: identity.issuer, subject: identity.subject },
-    {
-      perIdentity: deps.config.broker.maxActiveLeasesPerIdentity,
-      perTask: deps.config.broker.maxActiveLeasesPerTask,
-    },
-  );
-  if (overQuota) throw quotaError(deps, overQuota);
+/** mint: the grant's provider mints the credential; the lease is what the broker will record of it. */
+async function mint(
+  deps: Pick<Deps, 'providers' | 'newLeaseId'>,
+  request: IssueRequest,
+): Promise<{ provider: CredentialProvider; lease: Lease; minted: MintedCredential }> {
+  const { identity, task, input, grant, ttlSeconds, scopes, nowMs } = request;
   const provider = deps.providers.get(grant.provider);
   if (!provider)
     throw new BrokerError('internal', 'provider missing', { detail: `no provider ${grant.provider}` });
@@ -224,12 +247,23 @@ async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
     credentialSha256: sha256Hex(minted.secret),
     attempts: 0,
   };
-  const audit: AuditEvent = {
+  return { provider, lease, minted };
+}
+
+/** The lease's `credential.issued`, written with it. */
+function issuedEvent(
+  request: IssueRequest,
+  lease: Lease,
+  minted: MintedCredential,
+  policyReason: string,
+): AuditEvent {
+  const { identity, input, grant, ttlSeconds, scopes, approval, entitlement, nowMs } = request;
+  return {
     type: 'credential.issued',
     atMs: nowMs,
     ...whoOf(request),
     grant: input.grant,
-    lease: leaseId,
+    lease: lease.id,
     tokenSha256: identity.tokenSha256,
     credentialSha256: lease.credentialSha256,
     reason: policyReason,
@@ -241,47 +275,7 @@ async function mint(deps: Deps, request: IssueRequest, policyReason: string) {
       ...(input.reason ? { requestReason: input.reason } : {}),
       ...(scopes ? { scopes: scopes.join(' ') } : {}),
       ...(approval ? { approvalId: approval.id, approvedBy: approval.decision?.by ?? '' } : {}),
-      ...(request.entitlement ? { entitlementId: request.entitlement.id } : {}),
+      ...(entitlement ? { entitlementId: entitlement.id } : {}),
     },
   };
-  // No job per lease: the lease's entry in the due index, written with it, is its revocation schedule (the
-  // worker's scheduler queues it when it is due).
-  await recordLease(deps, provider, lease, { audit, approvalId: approval?.id, nowMs });
-  // An STS session outlives a lease shorter than 15 minutes: say when it dies at its source as well.
-  const notAfter = minted.notAfterMs ? new Date(minted.notAfterMs).toISOString() : undefined;
-  return {
-    leaseId,
-    grant: input.grant,
-    provider: grant.provider,
-    expiresAt: new Date(expiresAtMs).toISOString(),
-    notAfter,
-    credential: minted.credential,
-  };
-}
-
-function checkGrant(deps: Pick<Deps, 'config'>, task: StoredTask, grantName: string): GrantConfig {
-  if (task.state !== 'open') throw new BrokerError('task_not_open', `the task is ${task.state}`);
-  // Own keys only: `constructor` or `__proto__` must not pass for a grant.
-  const grant = Object.hasOwn(deps.config.grants, grantName) ? deps.config.grants[grantName] : undefined;
-  if (!grant) throw new BrokerError('unknown_grant', `unknown grant: ${grantName}`);
-  if (task.grants.length > 0 && !task.grants.includes(grantName)) {
-    throw new BrokerError('grant_not_declared', `the task did not declare grant ${grantName}`);
-  }
-  return grant;
-}
-
-/** The scopes asked for, when they narrow the grant's; refused when they would widen them. */
-function narrowScopes(
-  grant: GrantConfig,
-  asked: readonly string[] | undefined,
-): readonly string[] | undefined {
-  if (!asked) return undefined;
-  const allowed: readonly string[] = grant.provider === 'jwt' ? grant.scopes : [];
-  const extra = asked.filter((scope) => !allowed.includes(scope));
-  if (extra.length > 0)
-    throw new BrokerError(
-      'invalid_scope',
-      `scope may only narrow the grant's scopes; not allowed: ${extra.join(' ')}`,
-    );
-  return [...new Set(asked)];
 }

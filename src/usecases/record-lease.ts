@@ -9,7 +9,28 @@ import { leaseAuditFields } from './request-revocation';
 
 type Deps = Pick<BrokerDeps, 'config' | 'leases' | 'events' | 'nowMs'>;
 
-/** Writes the lease and its audit entry; if that fails, the credential is revoked at once and never returned. */
+/**
+ * The lease step, before minting: a lease quota (per identity, per task) already reached refuses the call
+ * before a backend is asked for anything. The refusal that counts is createLease's, atomic with the write
+ * (recordLease): this only spares minting a credential that would be revoked unissued.
+ */
+export async function checkLeaseQuota(
+  deps: Pick<Deps, 'config' | 'leases' | 'events'>,
+  owner: { taskId: string; issuer: string; subject: string },
+): Promise<void> {
+  const { maxActiveLeasesPerIdentity, maxActiveLeasesPerTask } = deps.config.broker;
+  const reached = await deps.leases.quotaReached(owner, {
+    perIdentity: maxActiveLeasesPerIdentity,
+    perTask: maxActiveLeasesPerTask,
+  });
+  if (reached) throw quotaError(deps, reached);
+}
+
+/**
+ * The lease step, after minting: writes the lease, its index entries, its due-index entry (its revocation
+ * schedule: the worker's scheduler queues it when it is due) and its audit entry in one script. If that
+ * fails, the credential is revoked at once and never returned.
+ */
 export async function recordLease(
   deps: Deps,
   provider: CredentialProvider,

@@ -1,9 +1,8 @@
 import { effectiveStatus, type Approval } from '../approvals/approval';
 import { serializeAuditEvent } from '../audit/audit-log';
 import { BrokerError } from '../domain/errors';
-import type { Identity } from '../domain/types';
-import type { StoredTask } from '../tasks/task-store';
 import type { BrokerDeps } from './deps';
+import type { IssueRequest } from './issue-request';
 
 type Deps = Pick<BrokerDeps, 'config' | 'approvals' | 'events' | 'newId'>;
 
@@ -24,23 +23,21 @@ const pendingView = (approval: Approval, status: 'pending' | 'approved'): Pendin
   ttlSeconds: approval.ttlSeconds ?? 0,
 });
 
-export interface StepUpAsk {
-  identity: Identity;
-  task: StoredTask;
-  grant: string;
-  ttlSeconds: number;
-  reason?: string;
-  /** Why the policy would permit it once approved (its policy ids), for the approver and the audit. */
-  policyReason: string;
-  nowMs: number;
-}
+/** What a step-up request is for: this credential call's identity, task, grant (by name), TTL and reason. */
+type StepUpAsk = Pick<IssueRequest, 'identity' | 'task' | 'input' | 'ttlSeconds' | 'nowMs'>;
 
 /**
  * Opens a step-up request for this task, grant and TTL — or answers the one already open, so an agent that
  * asks again (or retries after a timeout) does not flood the approvers' inbox.
  */
-export async function requestStepUp(deps: Deps, ask: StepUpAsk): Promise<PendingStepUp> {
-  const { task, identity, nowMs } = ask;
+export async function requestStepUp(
+  deps: Deps,
+  ask: StepUpAsk,
+  /** Why the policy would permit it once approved (its policy ids), for the approver and the audit. */
+  policyReason: string,
+): Promise<PendingStepUp> {
+  const { task, identity, nowMs, ttlSeconds } = ask;
+  const { grant, reason } = ask.input;
   const { pendingTtlSeconds, useWithinSeconds } = deps.config.approvals;
   // Never beyond the task: an approval for a task that has ended could never be used.
   const expiresAtMs = Math.min(nowMs + pendingTtlSeconds * 1000, task.expiresAtMs);
@@ -51,11 +48,11 @@ export async function requestStepUp(deps: Deps, ask: StepUpAsk): Promise<Pending
     createdAtMs: nowMs,
     expiresAtMs,
     requester: { issuer: identity.issuer, subject: identity.subject },
-    reason: ask.reason,
+    reason,
     taskId: task.id,
-    grant: ask.grant,
-    ttlSeconds: ask.ttlSeconds,
-    summary: `${identity.subject} asks for ${ask.grant} for ${ask.ttlSeconds}s in task "${task.purpose}"`,
+    grant,
+    ttlSeconds,
+    summary: `${identity.subject} asks for ${grant} for ${ttlSeconds}s in task "${task.purpose}"`,
   };
   const audit = serializeAuditEvent({
     type: 'approval.requested',
@@ -65,14 +62,14 @@ export async function requestStepUp(deps: Deps, ask: StepUpAsk): Promise<Pending
     task: task.id,
     ticket: task.ticket,
     ref: task.ref,
-    grant: ask.grant,
+    grant,
     tokenSha256: identity.tokenSha256,
-    reason: ask.reason,
+    reason,
     detail: {
       approvalId: approval.id,
       kind: 'step-up',
-      ttlSeconds: ask.ttlSeconds,
-      policy: ask.policyReason,
+      ttlSeconds,
+      policy: policyReason,
     },
   });
   // An open request of this task that covers this one (same grant, at least this TTL) is the answer instead.
@@ -97,14 +94,14 @@ async function openView(deps: Pick<Deps, 'approvals'>, id: string, nowMs: number
 export async function checkPresentedApproval(
   deps: Pick<Deps, 'approvals'>,
   approvalId: string,
-  bound: { task: StoredTask; grant: string; ttlSeconds: number; nowMs: number },
+  bound: Pick<IssueRequest, 'task' | 'input' | 'ttlSeconds' | 'nowMs'>,
 ): Promise<{ approval: Approval; pending: PendingStepUp | null }> {
   const approval = await deps.approvals.get(approvalId);
   const matches =
     approval !== null &&
     approval.kind === 'step-up' &&
     approval.taskId === bound.task.id &&
-    approval.grant === bound.grant &&
+    approval.grant === bound.input.grant &&
     bound.ttlSeconds <= (approval.ttlSeconds ?? 0);
   if (!matches) {
     throw new BrokerError(
