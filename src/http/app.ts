@@ -36,6 +36,7 @@ export interface AppDeps {
 }
 
 export const BODY_LIMIT = '64kb';
+const FORM_PATHS = ['/v1/introspect', '/v1/revoke', '/v1/token'];
 
 export function createApp(deps: AppDeps): Express {
   const app = express();
@@ -55,8 +56,8 @@ export function createApp(deps: AppDeps): Express {
     });
   }
   app.use(express.json({ limit: BODY_LIMIT, strict: true }));
-  // OAuth endpoints (RFC 7662/7009/8693) take form bodies.
-  app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }));
+  // OAuth endpoints (RFC 7662/7009/8693) take form bodies; nothing else does, so nothing else parses them.
+  app.use(FORM_PATHS, express.urlencoded({ limit: BODY_LIMIT, extended: false }));
 
   // One verifier for every route: a break-glass token never reaches the JWT verifier.
   const verify = refusingBreakGlass(deps.verify, deps.logger);
@@ -79,12 +80,13 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
+  // The workload routes first: a credential call is most of the traffic, and is matched before the rest.
+  app.use(taskRoutes(deps.broker));
   app.use(
     systemRoutes({ primary: deps.primary, metrics: deps.metrics, signingKeys: deps.broker.signingKeys }),
   );
   app.use(oauthRoutes(deps.broker, deps.inspectToken, auth));
   app.use(tokenExchangeRoutes(deps.broker, verify, deps.logger, rateLimit));
-  app.use(taskRoutes(deps.broker));
   app.use(adminRoutes(deps.broker));
   app.use(auditExportRoutes(deps.broker));
   app.use(approvalRoutes(deps.broker));
