@@ -305,6 +305,11 @@ export const configSchema = z
          * counted but not audited, until the minute is over.
          */
         refusalsPerMinutePerIdentity: z.number().int().positive().max(10_000).default(30),
+        /**
+         * Worker threads the API evaluates Cedar on, off its event loop (docs/architecture.md, "Policy
+         * threads"); 0 evaluates on the event loop. One keeps up with a whole API process.
+         */
+        policyThreads: z.number().int().min(0).max(4).default(1),
         /** How long a settled lease and a finished task stay readable. */
         retentionSeconds: seconds(90 * 86400).default(7 * 86400),
       })

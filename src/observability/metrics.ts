@@ -72,6 +72,11 @@ export function createMetrics(counts: {
       labelNames: ['provider', 'final'] as const,
       registers: [registry],
     }),
+    policyThreadExits: new Counter({
+      name: 'tasklease_policy_thread_exits_total',
+      help: 'Policy threads that died (decided on the event loop until replaced)',
+      registers: [registry],
+    }),
     approvals: new Counter({
       name: 'tasklease_approvals_total',
       help: 'Approval requests by kind, as they were requested and as they ended (approved, denied, expired)',

@@ -95,6 +95,11 @@ let generation = 0;
  * Default deny: with no permit matching, Cedar denies.
  */
 export function createPolicyEngine(location: string): PolicyEngine {
+  return createPolicyEngineFrom(() => readPolicies(location));
+}
+
+/** The same, over policies `read` gives (by id), read again on every reload. */
+export function createPolicyEngineFrom(read: () => Record<string, string>): PolicyEngine {
   let setId = '';
   let policyCount = 0;
   let forbids = new Set<string>();
@@ -104,7 +109,7 @@ export function createPolicyEngine(location: string): PolicyEngine {
   let workloadIds: { policyId: string; id: string }[] = [];
 
   const load = () => {
-    const policies = readPolicies(location);
+    const policies = read();
     const nextForbids = new Set<string>();
     const policyJson: PolicyJson[] = [];
     const named: { id: string; json: unknown }[] = [];

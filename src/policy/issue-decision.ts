@@ -7,23 +7,35 @@ import type { PolicyRequest } from './vocabulary';
  */
 export type IssueOutcome = { kind: 'allow' | 'step-up' | 'deny'; decision: PolicyDecision };
 
+export interface IssueDecisionOptions {
+  approvalRequired: boolean;
+  approvedPresented: boolean;
+}
+
+/** The same request, as Cedar sees it once approved (`context.approved == true`). */
+const approvedVariant = (request: PolicyRequest): PolicyRequest => ({
+  ...request,
+  context: { ...request.context, approved: true },
+});
+
 /**
- * Decides an issuance request. `approvedPresented`: a valid approval bound to this request is in hand, so
- * Cedar sees `context.approved == true` and only its answer counts. Otherwise the request is evaluated as
+ * Decides an issuance request (`request`, built with `context.approved == false`), with one engine and one
+ * policy set throughout. `approvedPresented`: a valid approval bound to this request is in hand, so Cedar
+ * sees `context.approved == true` and only its answer counts. Otherwise the request is evaluated as
  * unapproved, and — only when that is not enough — once more as approved, to tell step-up from deny.
  */
 export function decideIssue(
-  policy: Pick<PolicyEngine, 'evaluate'>,
-  request: (approved: boolean) => PolicyRequest,
-  options: { approvalRequired: boolean; approvedPresented: boolean },
+  engine: Pick<PolicyEngine, 'evaluate'>,
+  request: PolicyRequest,
+  options: IssueDecisionOptions,
 ): IssueOutcome {
   if (options.approvedPresented) {
-    const decision = policy.evaluate(request(true));
+    const decision = engine.evaluate(approvedVariant(request));
     return { kind: decision.allowed ? 'allow' : 'deny', decision };
   }
-  const unapproved = policy.evaluate(request(false));
+  const unapproved = engine.evaluate(request);
   if (unapproved.allowed && !options.approvalRequired) return { kind: 'allow', decision: unapproved };
-  const approved = policy.evaluate(request(true));
+  const approved = engine.evaluate(approvedVariant(request));
   if (approved.allowed) return { kind: 'step-up', decision: approved };
   return { kind: 'deny', decision: unapproved.allowed ? approved : unapproved };
 }

@@ -72,7 +72,7 @@ export async function authorizeDeclaration(
   ttlSeconds: number,
   nowMs: number,
 ): Promise<string> {
-  const decision = deps.policy.evaluate(declareTaskRequest(identity, task, ttlSeconds, nowMs));
+  const decision = await deps.policy.evaluate(declareTaskRequest(identity, task, ttlSeconds, nowMs));
   if (decision.allowed) return decision.reason;
   deps.events.denied('declareTask', decision.reason, { issuer: identity.issuer, subject: identity.subject });
   await deps.refusals.record({

@@ -9,7 +9,7 @@ import type { EntitlementStore } from '../entitlements/entitlement-store';
 import type { LeaseStore } from '../leases/lease-store';
 import type { RevocationLog } from '../leases/revocation-log';
 import type { RevocationQueue } from '../leases/revocation-queue';
-import type { PolicyEngine } from '../policy/cedar-engine';
+import type { Policy } from '../policy/policy-threads';
 import type { ProviderRegistry, RevokerRegistry } from '../providers/provider';
 import type { SigningKeyRing } from '../signing/signing-keys';
 import type { TaskStore } from '../tasks/task-store';
@@ -52,7 +52,7 @@ export interface SharedDeps {
 
 /** Everything an API use case may need; each one takes only the `Pick` it uses. */
 export interface BrokerDeps extends SharedDeps {
-  policy: PolicyEngine;
+  policy: Policy;
   providers: ProviderRegistry;
   exchangeReplay: ExchangeReplay;
   signingKeys: SigningKeyRing;

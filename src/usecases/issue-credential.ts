@@ -3,7 +3,7 @@ import type { AuditEvent } from '../audit/audit-log';
 import type { GrantConfig } from '../config/schema';
 import { BrokerError } from '../domain/errors';
 import type { Identity, Lease } from '../domain/types';
-import { decideIssue, type IssueOutcome } from '../policy/issue-decision';
+import type { IssueOutcome } from '../policy/issue-decision';
 import { issueRequest } from '../policy/vocabulary';
 import type { CredentialProvider, MintedCredential } from '../providers/provider';
 import type { StoredTask } from '../tasks/task-store';
@@ -95,7 +95,7 @@ export async function issueCredential(
     request.approval = presented.approval;
   }
 
-  const outcome = decide(deps, request);
+  const outcome = await decide(deps, request);
   if (outcome.kind === 'deny') return deny(deps, request, 'policy_denied', outcome.decision.reason);
   if (outcome.kind === 'step-up')
     return { pending: await requestStepUp(deps, request, outcome.decision.reason) };
@@ -158,8 +158,8 @@ function clampTtl(grant: GrantConfig, task: StoredTask, input: IssueCredentialIn
   return ttlSeconds;
 }
 
-/** policy: Cedar decides on this request, as unapproved and (to tell step-up from deny) as approved. */
-function decide(deps: Pick<Deps, 'policy'>, request: IssueRequest): IssueOutcome {
+/** policy: Cedar decides on this request, as unapproved and (to tell step-up from deny) as approved, on one set. */
+function decide(deps: Pick<Deps, 'policy'>, request: IssueRequest): Promise<IssueOutcome> {
   const { identity, task, input, grant, ttlSeconds, entitlement, approval, nowMs } = request;
   const facts = {
     name: input.grant,
@@ -168,9 +168,8 @@ function decide(deps: Pick<Deps, 'policy'>, request: IssueRequest): IssueOutcome
     approval: grant.approval,
     entitlement: grant.entitlement,
   };
-  return decideIssue(
-    deps.policy,
-    (approved) => issueRequest(identity, task, facts, { ttlSeconds, approved, entitlement }, nowMs),
+  return deps.policy.decideIssue(
+    issueRequest(identity, task, facts, { ttlSeconds, approved: false, entitlement }, nowMs),
     { approvalRequired: grant.approval === 'required', approvedPresented: approval !== null },
   );
 }

@@ -6,7 +6,7 @@ import { createExchangeReplay } from '../identity/exchange-replay';
 import { createAttestationVerifier, type AttestationVerifier } from '../identity/verify-attestation';
 import type { Logger } from '../observability/logger';
 import type { Metrics } from '../observability/metrics';
-import { createPolicyEngine } from '../policy/cedar-engine';
+import { createPolicy } from '../policy/policy-threads';
 import { createJwtProvider } from '../providers/jwt/jwt-provider';
 import type { CredentialProvider, ProviderRegistry } from '../providers/provider';
 import type { RedisClient } from '../redis/connection';
@@ -76,11 +76,21 @@ export function createApiContext(shared: SharedContext, signingKeys: SigningKeyR
     ...shared.backends.map((backend) => [backend.kind, backend] as const),
   ]);
   const verifier = createVerifier(config, metrics, logger, nowMs);
+  const policy = createPolicy(config.policies, {
+    threads: config.broker.policyThreads,
+    onThreadExit: (error) => {
+      metrics.policyThreadExits.inc();
+      logger.error(
+        { err: error.message },
+        'policy thread died: deciding on the event loop until it is replaced',
+      );
+    },
+  });
   return {
     shared,
     deps: {
       ...shared.deps,
-      policy: createPolicyEngine(config.policies),
+      policy,
       providers,
       exchangeReplay: createExchangeReplay(redis, keys),
       signingKeys,
@@ -98,6 +108,9 @@ export function createApiContext(shared: SharedContext, signingKeys: SigningKeyR
     verifier,
     breakGlass: createBreakGlass(config, metrics, logger, nowMs),
     signingKeys,
-    close: () => verifier.close(),
+    close: () => {
+      verifier.close();
+      void policy.close();
+    },
   };
 }

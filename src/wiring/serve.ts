@@ -23,7 +23,8 @@ export interface RunningApi {
   server: Server;
   context: ApiContext;
   url: string;
-  reloadPolicies(): void;
+  /** Never rejects: a failed reload is logged and the policies in force stay in force. */
+  reloadPolicies(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -93,9 +94,9 @@ async function listen(shared: SharedContext, options: Parameters<typeof startApi
   };
   warnAboutPolicies();
 
-  const reloadPolicies = () => {
+  const reloadPolicies = async () => {
     try {
-      const { policyCount } = context.deps.policy.reload();
+      const { policyCount } = await context.deps.policy.reload();
       logger.info({ policyCount }, 'policies reloaded');
       warnAboutPolicies();
     } catch (error) {

@@ -62,7 +62,7 @@ describe('policy reload in a running broker', () => {
     // 100 requests in flight around the reload, 100 more once it has returned.
     const before = Array.from({ length: 100 }, () => issue(taskId));
     await Promise.race(before);
-    broker.api.reloadPolicies();
+    await broker.api.reloadPolicies();
     const after = Array.from({ length: 100 }, () => issue(taskId));
     const inFlight = await Promise.all(before);
     const afterReload = await Promise.all(after);
@@ -88,7 +88,7 @@ describe('policy reload in a running broker', () => {
 
   it('keeps the policies in force when the edited file does not parse', async () => {
     writeFileSync(policyFile, AFTER);
-    broker.api.reloadPolicies();
+    await broker.api.reloadPolicies();
     const taskId = await declare();
     expect((await issue(taskId)).status).toBe(201);
 
@@ -97,13 +97,13 @@ describe('policy reload in a running broker', () => {
       policyFile,
       `${BEFORE}\n@id("agents-read") permit(principal, action == Action::"issue", resource ==`,
     );
-    expect(() => broker.api.reloadPolicies()).not.toThrow();
+    await expect(broker.api.reloadPolicies()).resolves.toBeUndefined();
     expect(broker.context.deps.policy.policyCount).toBe(2);
     expect((await issue(taskId)).status).toBe(201);
 
     // Fixed, the edit applies: the permit is gone.
     writeFileSync(policyFile, BEFORE);
-    broker.api.reloadPolicies();
+    await broker.api.reloadPolicies();
     expect(broker.context.deps.policy.policyCount).toBe(1);
     const denied = await issue(taskId);
     expect(denied.status).toBe(403);

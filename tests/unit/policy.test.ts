@@ -605,8 +605,13 @@ forbid(principal, action == Action::"issue", resource == Grant::"prod-deploy") w
   const decide = (grant: string, ttlSeconds: number, approvalRequired: boolean, approvedPresented: boolean) =>
     decideIssue(
       engine,
-      (approved) =>
-        issueRequest(github(), task(github()), GRANTS[grant] as GrantFacts, { ttlSeconds, approved }, NOW_MS),
+      issueRequest(
+        github(),
+        task(github()),
+        GRANTS[grant] as GrantFacts,
+        { ttlSeconds, approved: false },
+        NOW_MS,
+      ),
       { approvalRequired, approvedPresented },
     ).kind;
 
