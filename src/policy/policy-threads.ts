@@ -54,8 +54,12 @@ const THREAD_FILE = existsSync(BUILT) ? BUILT : path.resolve(__dirname, '../../d
 
 interface Thread {
   worker: Worker;
-  pending: Map<number, { request: ThreadRequest; settle: (reply: ThreadReply) => void }>;
+  /** In the order sent: the first is the oldest. */
+  pending: Map<number, { request: ThreadRequest; sentAtMs: number; settle: (reply: ThreadReply) => void }>;
 }
+
+/** A thread that has not answered its oldest message for this long is taken for hung and replaced. */
+const HUNG_MS = 5000;
 
 /**
  * Cedar on `threads` worker threads, off the event loop: a decision costs the API's event loop the message
@@ -64,8 +68,9 @@ interface Thread {
  *
  * The API keeps an engine of its own over the same policy texts: it validates a reload before any thread
  * sees it, answers `readsContext`, and decides when no thread can (`threads: 0`, or a thread that died;
- * what that thread had in hand is decided there instead, so no request fails with it). A dead thread is
- * replaced, after 1 s, then 2, 4 … 30 s while replacements keep dying.
+ * what that thread had in hand is decided there instead, so no request fails with it). A thread that has not
+ * answered for 5 s is ended as hung. A dead thread is replaced, after 1 s, then 2, 4 … 30 s while
+ * replacements keep dying.
  */
 export function createPolicy(
   location: string,
@@ -115,7 +120,7 @@ export function createPolicy(
 
   const send = (thread: Thread, request: ThreadRequest) =>
     new Promise<ThreadReply>((settle) => {
-      thread.pending.set(request.id, { request, settle });
+      thread.pending.set(request.id, { request, sentAtMs: Date.now(), settle });
       thread.worker.postMessage(request);
     });
 
@@ -134,6 +139,15 @@ export function createPolicy(
   };
 
   for (let slot = 0; slot < options.threads; slot++) start(slot);
+  // Evaluations take microseconds: one unanswered for seconds means a hung thread. Ending it hands what it
+  // held to the event loop (as a death does) and replaces it.
+  const watchdog = setInterval(() => {
+    for (const thread of threads) {
+      const oldest = thread?.pending.values().next().value;
+      if (thread && oldest && Date.now() - oldest.sentAtMs > HUNG_MS) void thread.worker.terminate();
+    }
+  }, 1000);
+  watchdog.unref();
 
   return {
     get policyCount() {
@@ -175,6 +189,7 @@ export function createPolicy(
     },
     async close() {
       closed = true;
+      clearInterval(watchdog);
       await Promise.all(threads.map((thread) => thread?.worker.terminate()));
     },
   };

@@ -167,6 +167,29 @@ describe('Cedar on policy threads', () => {
     expect(exits).toHaveLength(2);
   });
 
+  it('a thread that hangs is ended after 5 s, and what it held is decided on the event loop', async () => {
+    const hanging = path.join(dir, 'hanging-thread.js');
+    const real = path.resolve(__dirname, '../../dist/policy/policy-thread.js');
+    writeFileSync(
+      hanging,
+      `const { parentPort } = require('node:worker_threads');
+       parentPort.on('message', (m) => { if (m.request && m.request.principal.id === 'gh/hang') for (;;); });
+       require(${JSON.stringify(real)});`,
+    );
+    const exits: string[] = [];
+    const threaded = policyOn(1, {
+      threads: 1,
+      threadFile: hanging,
+      onThreadExit: (error) => exits.push(error.message),
+    });
+    const engine = createPolicyEngine(dir);
+    const hang = request('hang', 'read', 'OPS-1', 'acme/api', 60);
+    const startedMs = Date.now();
+    expect(await threaded.evaluate(hang)).toEqual(engine.evaluate(hang));
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(5000);
+    expect(exits).toHaveLength(1);
+  }, 15_000);
+
   it('with no threads, decides on the event loop', async () => {
     const threaded = policyOn(0);
     const engine = createPolicyEngine(dir);
