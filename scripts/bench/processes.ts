@@ -240,7 +240,9 @@ async function startApiAndWorker(
 
   const apiPort = await freePort();
   const signingKeys = JSON.stringify(await generateSigningJwks());
-  const profile = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : [];
+  // BENCH_PERF: the API writes /tmp/perf-<pid>.map, so `perf record -p <pid>` names its JavaScript frames.
+  const perf = process.env.BENCH_PERF ? ['--perf-basic-prof-only-functions'] : [];
+  const profile = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : perf;
   const api = startChild(
     `${label}api`,
     [...profile, bin, 'serve'],
