@@ -148,7 +148,7 @@ export function createPolicyEngineFrom(read: () => Record<string, string>): Poli
     evaluate(request) {
       // Cedar's cost grows with every attribute it is given: it gets only what some policy could read, down to
       // the claim and the task field (`principal.claims.repository`, `context.task.ticket`).
-      // An entity left with no attribute and no parent is dropped: nothing could read it, and `==`/`in` on
+      // An entity left with no attribute, parent or tag is dropped: nothing could read it, and `==`/`in` on
       // its uid need no entity.
       const entities = request.entities.flatMap((entity) => {
         const { type, id } = entity.uid as { type?: string; id?: string };
@@ -156,7 +156,10 @@ export function createPolicyEngineFrom(read: () => Record<string, string>): Poli
         const isResource = type === request.resource.type && id === request.resource.id;
         if (!isPrincipal && !isResource) return [entity];
         const attrs = prune(entity.attrs, isPrincipal ? principalRead : resourceRead);
-        const bare = Object.keys(attrs).length === 0 && (entity.parents ?? []).length === 0;
+        const bare =
+          Object.keys(attrs).length === 0 &&
+          (entity.parents ?? []).length === 0 &&
+          Object.keys(entity.tags ?? {}).length === 0;
         return bare ? [] : [{ ...entity, attrs }];
       });
       const context = prune(request.context, contextRead);

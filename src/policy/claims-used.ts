@@ -40,8 +40,9 @@ export function attributesRead(policies: readonly PolicyJson[], variable: Variab
     for (const op of ['.', 'has'] as const) {
       const access = record[op];
       if (!isNode(access) || !('left' in access)) continue;
-      // Follow a chain of `.` down to its root: `context.task.ticket` is `task`, `ticket` off `context`.
-      const path = (Array.isArray(access.attr) ? access.attr : [access.attr]) as string[];
+      // Follow a chain of `.` down to its root: `context.task.ticket` is `task`, `ticket` off `context`. A copy:
+      // `has a.b` keeps its path as an array in the policy's JSON, which is read again for each variable.
+      const path = (Array.isArray(access.attr) ? [...access.attr] : [access.attr]) as string[];
       let root = access.left;
       while (isNode(root) && isNode(root['.'])) {
         const inner = root['.'];

@@ -54,6 +54,8 @@ const THREAD_FILE = existsSync(BUILT) ? BUILT : path.resolve(__dirname, '../../d
 
 interface Thread {
   worker: Worker;
+  /** Being ended (hung, or could not load a reload): sent nothing more; what it holds is decided here. */
+  retiring: boolean;
   /** In the order sent: the first is the oldest. */
   pending: Map<number, { request: ThreadRequest; sentAtMs: number; settle: (reply: ThreadReply) => void }>;
 }
@@ -91,7 +93,7 @@ export function createPolicy(
   const start = (slot: number) => {
     const worker = new Worker(options.threadFile ?? THREAD_FILE, { workerData: { policies } });
     worker.unref();
-    const thread: Thread = { worker, pending: new Map() };
+    const thread: Thread = { worker, retiring: false, pending: new Map() };
     const startedMs = Date.now();
     worker.on('message', (reply: ThreadReply) => {
       const waiting = thread.pending.get(reply.id);
@@ -118,6 +120,12 @@ export function createPolicy(
 
   const onLocal = (request: ThreadRequest): ThreadReply => answer(local, request);
 
+  /** Ends a thread: its exit hands what it holds to the event loop and starts its replacement. */
+  const retire = (thread: Thread) => {
+    thread.retiring = true;
+    void thread.worker.terminate();
+  };
+
   const send = (thread: Thread, request: ThreadRequest) =>
     new Promise<ThreadReply>((settle) => {
       thread.pending.set(request.id, { request, sentAtMs: Date.now(), settle });
@@ -128,7 +136,7 @@ export function createPolicy(
   const leastBusy = () => {
     let best: Thread | null = null;
     for (const thread of threads)
-      if (thread && (!best || thread.pending.size < best.pending.size)) best = thread;
+      if (thread && !thread.retiring && (!best || thread.pending.size < best.pending.size)) best = thread;
     return best;
   };
 
@@ -144,7 +152,7 @@ export function createPolicy(
   const watchdog = setInterval(() => {
     for (const thread of threads) {
       const oldest = thread?.pending.values().next().value;
-      if (thread && oldest && Date.now() - oldest.sentAtMs > HUNG_MS) void thread.worker.terminate();
+      if (thread && oldest && Date.now() - oldest.sentAtMs > HUNG_MS) retire(thread);
     }
   }, 1000);
   watchdog.unref();
@@ -183,7 +191,8 @@ export function createPolicy(
       );
       // The texts parsed here; a thread that could not load them is replaced by one that starts on them.
       replies.forEach((reply, slot) => {
-        if (reply && 'error' in reply) void threads[slot]?.worker.terminate();
+        const thread = threads[slot];
+        if (thread && reply && 'error' in reply) retire(thread);
       });
       return { policyCount: local.policyCount };
     },

@@ -278,6 +278,72 @@ describe('which principal, resource and context attributes a policy set can read
     expect(prune(values[variable], attributesRead(json(text), variable))).toEqual(expected);
   });
 
+  it('reads a `has` path the same for every variable, however often the same policies are read', () => {
+    // Cedar keeps `has a.b` as an array in the policy's JSON; the engine reads the JSON once per variable.
+    const policies = json(
+      'forbid(principal, action, resource) when { principal.claims has actor.login && resource has owner.team && context.task has ref };',
+    );
+    for (let round = 0; round < 3; round++) {
+      expect(
+        prune(
+          { claims: { actor: { login: 'bob' }, other: '1' }, issuer: 'gh' },
+          attributesRead(policies, 'principal'),
+        ),
+      ).toEqual({
+        claims: { actor: { login: 'bob' } },
+      });
+      expect(prune({ owner: { team: 'a', x: 1 }, y: 2 }, attributesRead(policies, 'resource'))).toEqual({
+        owner: { team: 'a' },
+      });
+      expect(
+        prune({ task: { ref: '', ticket: 'x' }, ttlSeconds: 1 }, attributesRead(policies, 'context')),
+      ).toEqual({
+        task: { ref: '' },
+      });
+    }
+  });
+
+  it('a forbid on a nested claim still applies with the claims pruned', () => {
+    const dir = tempDir('nested-has');
+    const file = path.join(dir, 'p.cedar');
+    writeFileSync(
+      file,
+      `@id("all") permit(principal, action == Action::"issue", resource);
+       @id("no-login") forbid(principal, action == Action::"issue", resource) when { principal.claims has actor.login };`,
+    );
+    const engine = createPolicyEngine(file);
+    const decide = (claims: Record<string, unknown>) =>
+      engine.evaluate(
+        issueRequest(
+          { issuer: 'gh', kind: 'github-actions', subject: 's', claims } as unknown as Identity,
+          {
+            id: 't',
+            issuer: 'gh',
+            subject: 's',
+            kind: 'github-actions',
+            purpose: 'p',
+            ticket: '',
+            ref: '',
+            grants: [],
+            createdAtMs: 0,
+            expiresAtMs: 1,
+            state: 'open',
+            activeLeases: 0,
+          },
+          { name: 'g', provider: 'jwt', sensitivity: 'low', approval: 'none' },
+          { ttlSeconds: 60, approved: false },
+          0,
+        ),
+      );
+    expect(decide({ actor: 'bob' }).allowed).toBe(false);
+    expect(decide({ actor: { login: 'alice' } })).toMatchObject({
+      allowed: false,
+      reason: 'forbidden by no-login',
+    });
+    expect(decide({ actor: 'carol' })).toMatchObject({ allowed: false });
+    expect(decide({ other: 'x' })).toMatchObject({ allowed: true, reason: 'permitted by all' });
+  });
+
   it('gives the same decisions with the task pruned to the fields the policies read', () => {
     const dir = tempDir('task-fields');
     const file = path.join(dir, 'p.cedar');
