@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256 } from '../domain/sha256';
 import { jwtVerify, SignJWT, type JWTVerifyGetKey } from 'jose';
 import { ASYMMETRIC_ALGORITHMS } from '../config/schema';
 import type { SigningKeyRing } from '../signing/signing-keys';
@@ -43,11 +43,11 @@ export interface SealPayload {
 }
 
 export function eventDigest(id: string, json: string): Buffer {
-  return createHash('sha256').update(`tasklease-audit-v1\n${id}\n${json}`).digest();
+  return sha256(`tasklease-audit-v1\n${id}\n${json}`);
 }
 
 export function nextChain(previousHex: string, digest: Buffer): string {
-  return createHash('sha256').update(Buffer.from(previousHex, 'hex')).update(digest).digest('hex');
+  return sha256(Buffer.concat([Buffer.from(previousHex, 'hex'), digest])).toString('hex');
 }
 
 export function splitDigests(digests: string): string[] {
@@ -65,12 +65,16 @@ export function buildSeal(
   entries: readonly { id: string; json: string }[],
   sealedAtMs: number,
 ): SealPayload {
-  let hash = previous.hash;
+  // nextChain, with the chain kept as bytes between events (hex only at the ends).
+  const pair = Buffer.alloc(64);
+  Buffer.from(previous.hash, 'hex').copy(pair, 0);
   const digests = entries.map((entry) => {
     const digest = eventDigest(entry.id, entry.json);
-    hash = nextChain(hash, digest);
+    digest.copy(pair, 32);
+    sha256(pair).copy(pair, 0);
     return digest;
   });
+  const hash = pair.subarray(0, 32).toString('hex');
   return {
     v: 1,
     log,

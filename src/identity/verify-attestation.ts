@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../domain/sha256';
 import { decodeJwt, decodeProtectedHeader, jwtVerify, errors as joseErrors } from 'jose';
 import type { IssuerConfig } from '../config/schema';
 import { BrokerError } from '../domain/errors';
@@ -47,7 +47,7 @@ function createIdentityCache(ttlSeconds: number, maxEntries: number) {
   };
 }
 
-export const sha256Hex = (value: string): string => createHash('sha256').update(value).digest('hex');
+export { sha256Hex };
 
 /** What reaches the log: the jose error code or our own reason, never the token. */
 const reasonOf = (error: unknown): string =>

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { AuditEvent } from '../audit/audit-log';
 import type { GrantConfig } from '../config/schema';
 import { BrokerError } from '../domain/errors';
+import { sha256Hex } from '../domain/sha256';
 import type { Identity, Lease } from '../domain/types';
 import type { IssueOutcome } from '../policy/issue-decision';
 import { issueRequest } from '../policy/vocabulary';
@@ -48,8 +48,6 @@ export interface IssuedCredential {
 
 /** A credential call's answer: the credential, or (202) the step-up request it waits on. */
 export type IssueResult = IssuedCredential | { pending: PendingStepUp };
-
-const sha256Hex = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /**
  * One credential call, step by step, each reading the request the first steps built:
